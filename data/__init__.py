@@ -1,0 +1,1 @@
+"""baobab.data: filled in by its own issue."""

@@ -1,0 +1,1 @@
+"""baobab.models: filled in by its own issue."""

@@ -1,0 +1,45 @@
+"""baobab.nn: stateless modules that are plain pytrees of arrays.
+
+Start with ``_module.py``: its docstring is the module contract that everything
+here builds on. The public names are re-exported explicitly below and pinned by
+``tests/test_public_api.py``.
+"""
+
+from ._checks import ShapeError as ShapeError
+from ._checks import check_dim as check_dim
+from ._checks import check_ndim as check_ndim
+from ._keys import subkey as subkey
+from ._module import ArrayMeta as ArrayMeta
+from ._module import Module as Module
+from ._module import is_array as is_array
+from ._module import param as param
+from ._module import replace as replace
+from ._module import state as state
+from ._module import static as static
+from ._params import count_parameters as count_parameters
+from ._params import freeze as freeze
+from ._params import is_state as is_state
+from ._params import load_state_dict as load_state_dict
+from ._params import logical_axes as logical_axes
+from ._params import named_parameters as named_parameters
+from ._params import path_matches as path_matches
+from ._params import state_dict as state_dict
+from ._params import trainable as trainable
+from ._params import unfreeze as unfreeze
+from ._precision import Policy as Policy
+from ._precision import with_policy as with_policy
+from ._sharding import DEFAULT_RULES as DEFAULT_RULES
+from ._sharding import create_sharded as create_sharded
+from ._sharding import logical_to_mesh as logical_to_mesh
+from ._sharding import shardings as shardings
+from ._stacked import Stacked as Stacked
+from ._state import eval_mode as eval_mode
+from ._state import stateful_call as stateful_call
+from ._state import train_mode as train_mode
+from ._state import update_state as update_state
+from ._summary import summary as summary
+from ._summary import summary_table as summary_table
+from ._tree import iter_arrays as iter_arrays
+from ._tree import iter_modules as iter_modules
+from ._tree import map_arrays as map_arrays
+from ._linear import Linear as Linear

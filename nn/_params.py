@@ -1,0 +1,188 @@
+"""Parameters by name: masks, freezing, counting, and flat state dicts.
+
+Every function here reads the metadata stored with each array (``nn.param`` /
+``nn.state``), so masks are trees with the model's exact structure and plug into
+``optax.masked`` and ``optax.multi_transform`` as they are.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec
+
+from ._context import join_path
+from ._module import META, PARAM, STATE, Module, is_array, replace
+from ._tree import iter_arrays, map_arrays, map_modules
+
+__all__ = [
+    "logical_axes", "trainable", "is_state", "freeze", "unfreeze", "named_parameters",
+    "count_parameters", "state_dict", "load_state_dict", "path_matches",
+]
+
+
+def path_matches(pattern: str, path: str) -> bool:
+    """True when ``pattern`` matches ``path`` or one of its ancestors.
+
+    ``*`` matches any run of characters (dots included), ``?`` one character;
+    everything else, brackets included, is literal. ``"encoder"`` and
+    ``"encoder.*"`` both match ``"encoder.layers[0].weight"``.
+    """
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    compiled = re.compile(regex + r"(?:[.\[].*)?")
+    return compiled.fullmatch(path) is not None
+
+
+def logical_axes(model: Module) -> Module:
+    """A tree like ``model`` whose leaves are ``PartitionSpec``s of logical axis names.
+
+    >>> import jax
+    >>> from baobab import nn
+    >>> lin = nn.Linear(4, 8, key=jax.random.key(0), axes=("embed", "mlp"))
+    >>> nn.logical_axes(lin).weight
+    PartitionSpec('embed', 'mlp')
+    """
+    return map_arrays(lambda path, x, meta: PartitionSpec(*meta.axes), model)
+
+
+def trainable(model: Module) -> Module:
+    """Bool mask: True for parameters that are trained (not state, not frozen).
+
+    Use with optax: ``optax.masked(optax.adamw(1e-3), nn.trainable(model))``.
+    """
+    return map_arrays(lambda path, x, meta: meta.kind == PARAM and not meta.frozen, model)
+
+
+def is_state(model: Module) -> Module:
+    """Bool mask: True for non-trainable state (e.g. BatchNorm running statistics)."""
+    return map_arrays(lambda path, x, meta: meta.kind == STATE, model)
+
+
+def _set_frozen(model: Module, patterns: tuple[str, ...], frozen: bool) -> Module:
+    if not patterns:
+        raise ValueError("Give at least one path pattern, e.g. nn.freeze(model, 'encoder.*').")
+    hits = {p: 0 for p in patterns}
+
+    def visit(path: str, module: Module) -> Module:
+        metas = module.__dict__[META]
+        new_metas = dict(metas)
+        for name, meta in metas.items():
+            full = join_path(path, name)
+            matched = [p for p in patterns if path_matches(p, full)]
+            for p in matched:
+                hits[p] += 1
+            if matched and meta.kind == PARAM:
+                new_metas[name] = meta._replace(frozen=frozen)
+        new = replace(module)
+        new.__dict__[META] = new_metas
+        return new
+
+    out = map_modules(visit, model)
+    missing = [p for p, n in hits.items() if n == 0]
+    if missing:
+        paths = [p for p, _, _ in iter_arrays(model)]
+        raise ValueError(
+            f"Pattern(s) {missing} matched no array of {type(model).__name__}. "
+            f"Paths look like {paths[:6]}."
+        )
+    return out
+
+
+def freeze(model: Module, *patterns: str) -> Module:
+    """A copy of ``model`` whose parameters under the path patterns are frozen.
+
+    Frozen parameters are False in ``nn.trainable``, so masked optimizers give them
+    no state and no updates.
+
+    >>> import jax
+    >>> from baobab import nn
+    >>> mlp = nn.MLP(4, 8, 2, key=jax.random.key(0))
+    >>> frozen = nn.freeze(mlp, "fc1.*")
+    >>> nn.trainable(frozen).fc1.weight, nn.trainable(frozen).fc2.weight
+    (False, True)
+    """
+    return _set_frozen(model, patterns, True)
+
+
+def unfreeze(model: Module, *patterns: str) -> Module:
+    """A copy of ``model`` with the parameters under the patterns trainable again."""
+    return _set_frozen(model, patterns or ("*",), False)
+
+
+def named_parameters(model: Module, *, include_state: bool = False) -> Iterator[tuple[str, jax.Array]]:
+    """Yield ``(dotted_path, array)`` for each parameter (and state, if asked)."""
+    for path, x, meta in iter_arrays(model):
+        if meta.kind == PARAM or include_state:
+            yield path, x
+
+
+def count_parameters(model: Module, *, trainable_only: bool = False) -> int:
+    """Number of scalar parameters (state such as running statistics excluded)."""
+    total = 0
+    for _, x, meta in iter_arrays(model):
+        if meta.kind == PARAM and not (trainable_only and meta.frozen):
+            total += int(np.prod(x.shape))
+    return total
+
+
+def state_dict(model: Module) -> dict[str, jax.Array]:
+    """A flat ``{path: array}`` of every parameter and state array, in tree order.
+
+    >>> import jax
+    >>> from baobab import nn
+    >>> sorted(nn.state_dict(nn.Linear(2, 3, key=jax.random.key(0))))
+    ['bias', 'weight']
+    """
+    return {path: x for path, x, _ in iter_arrays(model)}
+
+
+def load_state_dict(model: Module, values: Mapping[str, Any], *, strict: bool = True,
+                    cast: bool = False) -> Module:
+    """A copy of ``model`` with arrays taken from ``values`` (a flat ``{path: array}``).
+
+    All problems are reported together in one ``ValueError``: missing keys and
+    unexpected keys (when ``strict``), and shape or dtype mismatches (always;
+    pass ``cast=True`` to convert dtypes instead).
+    """
+    own = {path: x for path, x, _ in iter_arrays(model)}
+    problems: list[str] = []
+    missing = [k for k in own if k not in values]
+    unexpected = [k for k in values if k not in own]
+    if strict and missing:
+        problems.append(f"missing keys ({len(missing)}): {missing}")
+    if strict and unexpected:
+        hints = []
+        for k in unexpected:
+            close = difflib.get_close_matches(k, list(own), n=1)
+            hints.append(f"{k} (did you mean {close[0]}?)" if close else k)
+        problems.append(f"unexpected keys ({len(unexpected)}): {hints}")
+    for k, target in own.items():
+        if k not in values:
+            continue
+        v = values[k]
+        if not (is_array(v) or hasattr(v, "shape")):
+            problems.append(f"{k}: expected an array, got {type(v).__name__}")
+            continue
+        if tuple(v.shape) != tuple(target.shape):
+            problems.append(f"{k}: shape mismatch, model has {tuple(target.shape)}, got {tuple(v.shape)}")
+        elif not cast and np.dtype(v.dtype) != np.dtype(target.dtype):
+            problems.append(
+                f"{k}: dtype mismatch, model has {np.dtype(target.dtype)}, got {np.dtype(v.dtype)} "
+                f"(pass cast=True to convert)"
+            )
+    if problems:
+        raise ValueError(
+            f"load_state_dict into {type(model).__name__} failed:\n  " + "\n  ".join(problems)
+        )
+
+    def take(path: str, x: Any, meta: Any) -> Any:
+        if path not in values:
+            return x
+        return jnp.asarray(values[path], dtype=x.dtype)
+
+    return map_arrays(take, model)

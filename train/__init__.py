@@ -1,0 +1,1 @@
+"""baobab.train: filled in by its own issue."""
