@@ -43,3 +43,4 @@ from ._tree import iter_arrays as iter_arrays
 from ._tree import iter_modules as iter_modules
 from ._tree import map_arrays as map_arrays
 from ._linear import Linear as Linear
+from ._batchnorm import BatchNorm as BatchNorm

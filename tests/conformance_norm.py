@@ -1,0 +1,10 @@
+"""Conformance cases: normalisation, dropout, MLPs. One line per layer; see conformance.py."""
+
+import jax
+import jax.numpy as jnp
+
+from baobab import nn
+from conformance import Case, normal, tokens
+
+CASES: list[Case] = [
+]
