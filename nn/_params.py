@@ -21,7 +21,7 @@ from ._module import META, PARAM, STATE, Module, is_array, replace
 from ._tree import iter_arrays, map_arrays, map_modules
 
 __all__ = [
-    "logical_axes", "trainable", "is_state", "freeze", "unfreeze", "named_parameters",
+    "logical_axes", "trainable", "is_state", "labels", "freeze", "unfreeze", "named_parameters",
     "count_parameters", "state_dict", "load_state_dict", "path_matches",
 ]
 
@@ -53,9 +53,36 @@ def logical_axes(model: Module) -> Module:
 def trainable(model: Module) -> Module:
     """Bool mask: True for parameters that are trained (not state, not frozen).
 
-    Use with optax: ``optax.masked(optax.adamw(1e-3), nn.trainable(model))``.
+    ``optax.masked(opt, nn.trainable(model))`` gives masked-out leaves no optimizer
+    state, but passes their updates through unchanged. To also zero them, use
+    ``nn.labels`` with ``optax.multi_transform``.
     """
     return map_arrays(lambda path, x, meta: meta.kind == PARAM and not meta.frozen, model)
+
+
+def labels(model: Module) -> Module:
+    """Label tree for ``optax.multi_transform``: ``"trainable"``, ``"frozen"`` or ``"state"``.
+
+    Frozen parameters and state get no optimizer state and zero updates. Pass the
+    function itself, not its result: a module is callable, and ``multi_transform``
+    calls a callable ``param_labels`` with the parameters.
+
+    >>> import jax, optax
+    >>> from baobab import nn
+    >>> model = nn.freeze(nn.MLP(4, 8, 2, key=jax.random.key(0)), "fc1")
+    >>> zero = optax.set_to_zero()
+    >>> opt = optax.multi_transform(
+    ...     {"trainable": optax.adamw(1e-3), "frozen": zero, "state": zero}, nn.labels)
+    >>> nn.labels(model).fc1.weight, nn.labels(model).fc2.weight
+    ('frozen', 'trainable')
+    """
+
+    def label(path: str, x: Any, meta: Any) -> str:
+        if meta.kind == STATE:
+            return "state"
+        return "frozen" if meta.frozen else "trainable"
+
+    return map_arrays(label, model)
 
 
 def is_state(model: Module) -> Module:

@@ -25,7 +25,8 @@ A training step with BatchNorm (``model`` from ``nn.train_mode``)::
         return cross_entropy(logits, y), model
 
     (loss, model_with_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(model, x, y)
-    updates, opt_state = opt.update(grads, opt_state, model)  # opt masked by nn.trainable
+    # opt = optax.multi_transform({..., "state": optax.set_to_zero()}, nn.labels)
+    updates, opt_state = opt.update(grads, opt_state, model)
     model = optax.apply_updates(model_with_stats, updates)
 
 State updates made inside user-written ``jax.vmap``/``lax.scan`` bodies must be
