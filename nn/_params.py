@@ -45,7 +45,7 @@ def logical_axes(model: Module) -> Module:
     >>> from baobab import nn
     >>> lin = nn.Linear(4, 8, key=jax.random.key(0), axes=("embed", "mlp"))
     >>> nn.logical_axes(lin).weight
-    PartitionSpec('embed', 'mlp')
+    P('embed', 'mlp')
     """
     return map_arrays(lambda path, x, meta: PartitionSpec(*meta.axes), model)
 

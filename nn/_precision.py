@@ -89,7 +89,8 @@ def with_policy(model: Module, policy: Policy, where: str = "*") -> Module:
     """Apply ``policy`` to every module whose path matches ``where``.
 
     Parameters are cast to ``policy.param_dtype`` now; state (running statistics)
-    keeps its dtype.
+    keeps its dtype. ``where`` uses ``nn.path_matches`` patterns; ``"*"`` is every
+    module and ``""`` the root alone (whose ``output_dtype`` is the model's).
 
     >>> import jax, jax.numpy as jnp
     >>> from baobab import nn

@@ -64,7 +64,7 @@ def logical_to_mesh(axes: tuple[str | None, ...], rules: Rules, mesh: Mesh | Non
 
     >>> from baobab import nn
     >>> nn.logical_to_mesh(("batch", "embed"), {"batch": ("data", "fsdp"), "embed": None})
-    PartitionSpec(('data', 'fsdp'), None)
+    P(('data', 'fsdp'), None)
     """
     used: set[str] = set()
     spec: list[Any] = []
@@ -124,7 +124,7 @@ def create_sharded(constructor: Callable[..., M], *args: Any, mesh: Mesh, rules:
     >>> lin = nn.create_sharded(lambda k: nn.Linear(4, 8, key=k), jax.random.key(0),
     ...                         mesh=mesh, rules={"embed": "fsdp", "mlp": None})
     >>> lin.weight.sharding.spec
-    PartitionSpec('fsdp', None)
+    P('fsdp', None)
     """
     abstract = jax.eval_shape(constructor, *args)
     out_shardings = shardings(abstract, mesh, rules)

@@ -63,7 +63,7 @@ def summary(model: Module, mesh: Mesh | None = None, rules: Mapping[str, Any] | 
     >>> nn.summary(nn.Linear(4, 2, key=jax.random.key(0)))
     Linear
     path    shape   dtype    params  axes
-    ------  ------  -------  ------  -------------
+    ------  ------  -------  ------  ------------
     weight  (4, 2)  float32  8       (embed, mlp)
     bias    (2,)    float32  2       (mlp,)
     total: 10 parameters (10), 10 trainable, 0 state values, 0.00 MiB
