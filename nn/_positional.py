@@ -44,9 +44,9 @@ class LearnedPositionalEmbedding(Module):
     """A trained vector per position: positions ``(...)`` of an integer dtype ``-> (..., features)``.
 
     ``weight`` is ``(max_len, features)`` with logical axes ``("length", "embed")``.
-    PyTorch has no such layer (models use an ``nn.Embedding``); init is
-    ``N(0, 0.02)`` as in GPT-2 and BERT, unless ``weight_init`` (a
-    ``jax.nn.initializers`` function) is given.
+    PyTorch models build it from ``torch.nn.Embedding``, and init matches that:
+    ``N(0, 1)``, unless ``weight_init`` (a ``jax.nn.initializers`` function) is given;
+    GPT-2 and BERT use ``jax.nn.initializers.normal(0.02)``.
 
     Positions must lie in ``[0, max_len)``. Under ``jit`` they cannot be checked, so a
     position out of range gives a row of NaN (``jnp.take(..., mode="fill")``) rather
@@ -70,7 +70,7 @@ class LearnedPositionalEmbedding(Module):
         _positive_int("LearnedPositionalEmbedding", "features", features)
         self.max_len = max_len
         self.features = features
-        weight_init = weight_init or jax.nn.initializers.normal(stddev=0.02)
+        weight_init = weight_init or jax.nn.initializers.normal(stddev=1.0)
         self.weight = param(weight_init(key, (max_len, features), dtype), ("length", "embed"))
 
     def __call__(self, positions: jax.Array) -> jax.Array:
