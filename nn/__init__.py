@@ -62,3 +62,9 @@ from ._einops import Rearrange as Rearrange
 from ._einops import Reduce as Reduce
 from ._sequential import Sequential as Sequential
 from ._sequential import Lambda as Lambda
+from ._attention import MultiHeadAttention as MultiHeadAttention
+from ._kv_cache import KVCache as KVCache
+from ._positional import LearnedPositionalEmbedding as LearnedPositionalEmbedding
+from ._positional import RopeScaling as RopeScaling
+from ._positional import RotaryEmbedding as RotaryEmbedding
+from ._positional import SinusoidalPositionalEmbedding as SinusoidalPositionalEmbedding
