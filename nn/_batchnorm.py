@@ -37,7 +37,7 @@ class BatchNorm(Module):
     >>> from baobab import nn
     >>> bn = nn.BatchNorm(3)
     >>> y, bn = nn.stateful_call(bn, jnp.arange(12.0).reshape(4, 3))
-    >>> y.shape, bn.running_var.round(2).tolist()
+    >>> y.shape, [round(v, 2) for v in bn.running_var.tolist()]
     ((4, 3), [2.4, 2.4, 2.4])
     """
 
@@ -66,16 +66,19 @@ class BatchNorm(Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_dim(x, -1, self.num_features, "num_features (channels last)")
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # statistics in float32 at least
         if self.training:
             reduce_axes = tuple(range(x.ndim - 1))
             count = jnp.asarray(x.size // self.num_features, jnp.float32)
-            mean = jnp.mean(x, axis=reduce_axes)  # (C,)
-            mean_sq = jnp.mean(jnp.square(x), axis=reduce_axes)  # (C,)
+            mean = jnp.mean(xf, axis=reduce_axes)  # (C,)
             if self.axis_name is not None:
                 mean = jax.lax.pmean(mean, self.axis_name)
-                mean_sq = jax.lax.pmean(mean_sq, self.axis_name)
                 count = jax.lax.psum(count, self.axis_name)
-            var = jnp.maximum(mean_sq - jnp.square(mean), 0.0)  # biased, for normalising
+            # Two passes (variance of the centred input): E[x^2] - E[x]^2 cancels
+            # catastrophically when |mean| >> std, e.g. after a ReLU or in bf16.
+            var = jnp.mean(jnp.square(xf - mean), axis=reduce_axes)  # (C,) biased, for normalising
+            if self.axis_name is not None:
+                var = jax.lax.pmean(var, self.axis_name)
             unbiased = var * count / jnp.maximum(count - 1, 1)
             m = self.momentum
             update_state(
@@ -84,8 +87,8 @@ class BatchNorm(Module):
                 running_var=jax.lax.stop_gradient((1 - m) * self.running_var + m * unbiased),
             )
         else:
-            mean, var = self.running_mean, self.running_var
-        y = (x - mean) * jax.lax.rsqrt(var + self.eps)
+            mean, var = self.running_mean.astype(xf.dtype), self.running_var.astype(xf.dtype)
+        y = (xf - mean) * jax.lax.rsqrt(var + self.eps)
         if self.weight is not None:
-            y = y * self.weight + self.bias
-        return y
+            y = y * self.weight.astype(y.dtype) + self.bias.astype(y.dtype)
+        return y.astype(x.dtype)

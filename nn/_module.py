@@ -29,7 +29,7 @@ and everything in ``baobab.nn`` builds on these rules:
 6. **Calls know where they are.** ``__call__`` of every module runs inside a
    ``jax.named_scope`` and records the module's path (``blocks[3].attn.q``), so
    errors and profiles name the place. A precision policy, if one is set, casts
-   inputs and the module's own arrays to the compute dtype around the call.
+   inputs and the module's own parameters to the compute dtype around the call.
 
 Example:
     >>> import jax, jax.numpy as jnp

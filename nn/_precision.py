@@ -7,7 +7,7 @@ applies it to every module whose path matches; later calls override earlier ones
 so ``with_policy(with_policy(m, bf16), fp32, where="*norm*")`` keeps norms in fp32.
 
 At call time a module with a policy casts its floating inputs and its own floating
-arrays to ``compute_dtype`` and its floating outputs to ``output_dtype``. Integer
+parameters to ``compute_dtype`` and its floating outputs to ``output_dtype``. Integer
 inputs (token ids) are untouched. Gradients flow through the casts, so they arrive
 in the parameter dtype. Layers need no dtype arguments of their own.
 """
@@ -80,9 +80,10 @@ def cast_floating(tree: Any, dtype: Any) -> Any:
 
 
 def cast_own_arrays(module: Module, dtype: Any) -> Module:
-    """A copy of ``module`` with its own floating arrays (not submodules') cast to ``dtype``."""
+    """A copy of ``module`` with its own floating parameters (not submodules', not state)
+    cast to ``dtype``. State such as running statistics keeps its stored precision."""
     metas = module.__dict__[META]
-    return replace(module, **{n: _cast(module.__dict__[n], dtype) for n in metas})
+    return replace(module, **{n: _cast(module.__dict__[n], dtype) for n, m in metas.items() if m.kind == PARAM})
 
 
 def with_policy(model: Module, policy: Policy, where: str = "*") -> Module:
