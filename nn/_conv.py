@@ -145,7 +145,8 @@ class Conv(Module):
       ``padding="same"``), ``"CAUSAL"`` (1D only: pad the start by
       ``dilation * (kernel_size - 1)``, so output ``t`` sees inputs ``<= t``), an int
       ``p`` (``p`` zeros on both sides of every spatial dim, as PyTorch), or one entry
-      per spatial dim, each an int or a ``(lo, hi)`` pair. Zero padding only.
+      per spatial dim, each an int or a ``(lo, hi)`` pair. Zero padding only. The
+      default is ``"SAME"`` (PyTorch's default, ``0``, is ``"VALID"``).
     * ``groups``: split the channels into ``groups`` independent convolutions; must
       divide ``in_channels`` and ``out_channels``. ``groups=in_channels`` is depthwise.
 
@@ -203,8 +204,8 @@ class Conv(Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         n = len(self.kernel_size)
-        x, unbatched = batched(x, n, "kernel_size")
         check_dim(x, -1, self.in_channels, "in_channels")
+        x, unbatched = batched(x, n, "kernel_size")
         y = jax.lax.conv_general_dilated(
             x, self.weight, window_strides=self.stride, padding=self._explicit_padding(),
             rhs_dilation=self.dilation, dimension_numbers=dimension_numbers(n),
@@ -292,8 +293,8 @@ class ConvTranspose(Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         n = len(self.kernel_size)
-        x, unbatched = batched(x, n, "kernel_size")
         check_dim(x, -1, self.in_channels, "in_channels")
+        x, unbatched = batched(x, n, "kernel_size")
         # The equivalent forward convolution: flip the kernel in space and regroup it to
         # (*kernel, in // groups, out); dilate the input by the stride and pad it so the
         # kernel overhangs by dilation * (k - 1) - padding (negative pads crop).

@@ -29,8 +29,8 @@ class Embedding(Module):
     logical axes of ``weight``.
 
     Ids must lie in ``[0, num_embeddings)``. Under ``jit`` they cannot be checked, so
-    an id out of range gives a row of NaN (``jnp.take(..., mode="fill")``), never a
-    silently clamped row.
+    an id out of range, negative ones included, gives a row of NaN, never a silently
+    clamped or wrapped row.
 
     >>> import jax, jax.numpy as jnp
     >>> from baobab import nn
@@ -62,7 +62,8 @@ class Embedding(Module):
                 f"{_context.where()}: expected integer ids, got dtype {ids.dtype} with shape "
                 f"{tuple(ids.shape)}. Cast them, e.g. ids.astype(jnp.int32)."
             )
-        return jnp.take(self.weight, ids, axis=0, mode="fill", fill_value=jnp.nan)  # (..., features)
+        # Out-of-range ids, negative ones included, give NaN rows instead of wrapping or clamping.
+        return jnp.asarray(self.weight).at[ids].get(mode="fill", fill_value=jnp.nan, wrap_negative_indices=False)
 
     def attend(self, x: jax.Array) -> jax.Array:
         """Logits over the vocabulary: ``(..., features) -> (..., num_embeddings)``, ``x @ weight.T``.

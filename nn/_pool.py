@@ -9,6 +9,7 @@ Sizes, padding and divisors follow PyTorch's ``MaxPool2d``, ``AvgPool2d`` and
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Sequence
 
 import jax
@@ -97,13 +98,30 @@ class MaxPool(Module):
         x, unbatched = batched(x, n, "window")
         _, pads = _window_pads(x.shape[1:-1], self.window, self.stride, self.padding, self.dilation,
                                self.ceil_mode)
-        lowest = -jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
-        y = jax.lax.reduce_window(
-            x, jnp.asarray(lowest, x.dtype), jax.lax.max, window_dimensions=(1, *self.window, 1),
-            window_strides=(1, *self.stride, 1), padding=((0, 0), *pads, (0, 0)),
-            window_dilation=(1, *self.dilation, 1),
-        )  # (N, *spatial_out, C)
+        # A concrete (numpy) identity lets lax pick the differentiable max-pool primitive.
+        lowest = np.array(-np.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min, x.dtype)
+        if all(d == 1 for d in self.dilation):
+            y = jax.lax.reduce_window(
+                x, lowest, jax.lax.max, window_dimensions=(1, *self.window, 1),
+                window_strides=(1, *self.stride, 1), padding=((0, 0), *pads, (0, 0)),
+            )  # (N, *spatial_out, C)
+        else:  # lax has no gradient for dilated max pooling: take the max of strided slices
+            y = _dilated_max(x, pads, self.window, self.stride, self.dilation, lowest)
         return y[0] if unbatched else y
+
+
+def _dilated_max(x, pads, window, stride, dilation, lowest):
+    """Max over the ``prod(window)`` strided slices of the padded ``x``, one per window offset."""
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=lowest)
+    outs = [(size - d * (k - 1) - 1) // s + 1
+            for size, k, s, d in zip(xp.shape[1:-1], window, stride, dilation, strict=True)]
+    y = None
+    for offset in itertools.product(*(range(k) for k in window)):
+        start = [o * d for o, d in zip(offset, dilation, strict=True)]
+        limit = [b + (o - 1) * s + 1 for b, o, s in zip(start, outs, stride, strict=True)]
+        part = jax.lax.slice(xp, (0, *start, 0), (xp.shape[0], *limit, xp.shape[-1]), (1, *stride, 1))
+        y = part if y is None else jnp.maximum(y, part)
+    return y  # (N, *spatial_out, C)
 
 
 def _avg_counts(size: int, out: int, k: int, s: int, p: int, include_pad: bool) -> np.ndarray:
@@ -128,9 +146,11 @@ class AvgPool(Module):
 
     >>> import jax.numpy as jnp
     >>> from baobab import nn
-    >>> y = nn.AvgPool(3, stride=1, padding=1)(jnp.ones((5, 1)))
-    >>> y[:, 0].round(3).tolist()
-    [0.667, 1.0, 1.0, 1.0, 0.667]
+    >>> x = jnp.ones((5, 1))  # (L, C): a 1D window of 3, padded by 1 on each side
+    >>> (nn.AvgPool(3, stride=1, padding=1)(x)[:, 0] * 3).round().tolist()  # the pad counts
+    [2.0, 3.0, 3.0, 3.0, 2.0]
+    >>> nn.AvgPool(3, stride=1, padding=1, count_include_pad=False)(x)[:, 0].tolist()
+    [1.0, 1.0, 1.0, 1.0, 1.0]
     """
 
     window: tuple[int, ...] = static()
@@ -153,7 +173,7 @@ class AvgPool(Module):
         outs, pads = _window_pads(spatial, self.window, self.stride, self.padding, (1,) * n,
                                   self.ceil_mode)
         total = jax.lax.reduce_window(
-            x, jnp.asarray(0, x.dtype), jax.lax.add, window_dimensions=(1, *self.window, 1),
+            x, np.array(0, x.dtype), jax.lax.add, window_dimensions=(1, *self.window, 1),
             window_strides=(1, *self.stride, 1), padding=((0, 0), *pads, (0, 0)),
         )  # (N, *spatial_out, C)
         counts = np.ones((), np.float32)
