@@ -5,6 +5,7 @@ here builds on. The public names are re-exported explicitly below and pinned by
 ``tests/test_public_api.py``.
 """
 
+# --- the core: the module contract and what works on any module ---
 from ._checks import ShapeError as ShapeError
 from ._checks import check_dim as check_dim
 from ._checks import check_ndim as check_ndim
@@ -43,28 +44,30 @@ from ._summary import summary_table as summary_table
 from ._tree import iter_arrays as iter_arrays
 from ._tree import iter_modules as iter_modules
 from ._tree import map_arrays as map_arrays
-from ._linear import Linear as Linear
+
+# --- the layer library ---
+from ._attention import MultiHeadAttention as MultiHeadAttention
 from ._batchnorm import BatchNorm as BatchNorm
-from ._norm import LayerNorm as LayerNorm
-from ._norm import RMSNorm as RMSNorm
-from ._norm import GroupNorm as GroupNorm
-from ._dropout import Dropout as Dropout
-from ._mlp import MLP as MLP
-from ._mlp import GatedMLP as GatedMLP
-from ._embedding import Embedding as Embedding
 from ._conv import Conv as Conv
 from ._conv import ConvTranspose as ConvTranspose
-from ._pool import MaxPool as MaxPool
-from ._pool import AvgPool as AvgPool
-from ._pool import AdaptiveAvgPool as AdaptiveAvgPool
-from ._pool import GlobalAvgPool as GlobalAvgPool
+from ._dropout import Dropout as Dropout
 from ._einops import Rearrange as Rearrange
 from ._einops import Reduce as Reduce
-from ._sequential import Sequential as Sequential
-from ._sequential import Lambda as Lambda
-from ._attention import MultiHeadAttention as MultiHeadAttention
+from ._embedding import Embedding as Embedding
 from ._kv_cache import KVCache as KVCache
+from ._linear import Linear as Linear
+from ._mlp import GatedMLP as GatedMLP
+from ._mlp import MLP as MLP
+from ._norm import GroupNorm as GroupNorm
+from ._norm import LayerNorm as LayerNorm
+from ._norm import RMSNorm as RMSNorm
+from ._pool import AdaptiveAvgPool as AdaptiveAvgPool
+from ._pool import AvgPool as AvgPool
+from ._pool import GlobalAvgPool as GlobalAvgPool
+from ._pool import MaxPool as MaxPool
 from ._positional import LearnedPositionalEmbedding as LearnedPositionalEmbedding
 from ._positional import RopeScaling as RopeScaling
 from ._positional import RotaryEmbedding as RotaryEmbedding
 from ._positional import SinusoidalPositionalEmbedding as SinusoidalPositionalEmbedding
+from ._sequential import Lambda as Lambda
+from ._sequential import Sequential as Sequential
