@@ -1,7 +1,6 @@
 """docs/nn.md shows nn.summary of a small transformer and a small ResNet; keep it current."""
 
 import os
-import re
 from pathlib import Path
 
 if __name__ == "__main__":  # the sharded table needs 8 fake devices, set before jax loads
@@ -36,6 +35,7 @@ if __name__ == "__main__":  # regenerate the tables in docs/nn.md
     mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(jax.sharding.AxisType.Auto,) * 3)
     text = DOC.read_text()
     for name, table in render(mesh).items():
-        text = re.sub(rf"<!-- summary:{re.escape(name)} -->\n```text\n(?:.*?\n)?```",
-                      lambda m: f"<!-- summary:{name} -->\n```text\n{table}\n```", text, flags=re.DOTALL)
+        start = text.index(f"<!-- summary:{name} -->\n```text\n") + len(f"<!-- summary:{name} -->\n```text\n")
+        end = text.index("```", start)  # the block's closing fence (tables hold no backticks)
+        text = text[:start] + table + "\n" + text[end:]
     DOC.write_text(text)
