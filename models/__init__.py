@@ -1,1 +1,118 @@
-"""baobab.models: filled in by its own issue."""
+"""baobab.models: the model zoo, one readable file per model, each with its config beside it.
+
+===========  ==================  =================  ==========================================
+kind         config              model              file
+===========  ==================  =================  ==========================================
+``mlp``      ``MLPConfig``       ``MLPClassifier``  ``mlp.py``
+``cnn``      ``CNNConfig``       ``CNN``            ``cnn.py``
+``resnet``   ``ResNetConfig``    ``ResNet``         ``resnet.py`` (torchvision names)
+``vit``      ``ViTConfig``       ``ViT``            ``vit.py`` (HF ``ViTModel`` names)
+``gpt2``     ``GPT2Config``      ``GPT2``           ``gpt2.py`` (HF ``GPT2LMHeadModel`` names)
+``llama``    ``LlamaConfig``     ``Llama``          ``llama.py`` (HF ``LlamaForCausalLM`` names)
+``bert``     ``BertConfig``      ``Bert``           ``bert.py`` (HF ``BertModel`` names)
+===========  ==================  =================  ==========================================
+
+Every model is built as ``Model(config, *, key)`` and keeps its config as
+``model.config``. ``MODELS`` is the one table from ``kind`` to both classes, and
+``build_model`` uses it; ``ModelConfig`` is the pydantic union that experiment
+configs use for their ``model`` section (``kind`` picks the class). ``generate``
+samples from the language models, and ``hf`` holds the upstream name tables.
+
+>>> import jax
+>>> from baobab import models
+>>> model = models.build_model(models.CNNConfig(), key=jax.random.key(0))
+>>> type(model).__name__, sorted(models.MODELS)
+('CNN', ['bert', 'cnn', 'gpt2', 'llama', 'mlp', 'resnet', 'vit'])
+>>> models.build_model({"kind": "mlp", "hidden": [32]}, key=jax.random.key(0)).hidden[0].weight.shape
+(784, 32)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Mapping, NamedTuple, Union
+
+import jax
+import pydantic
+
+from baobab.config import Config
+
+from . import hf as hf
+from .bert import Bert as Bert
+from .bert import BertConfig as BertConfig
+from .bert import mean_pool as mean_pool
+from .cnn import CNN as CNN
+from .cnn import CNNConfig as CNNConfig
+from .generate import generate as generate
+from .generate import sample_logits as sample_logits
+from .gpt2 import GPT2 as GPT2
+from .gpt2 import GPT2Config as GPT2Config
+from .llama import Llama as Llama
+from .llama import LlamaConfig as LlamaConfig
+from .llama import RopeScalingConfig as RopeScalingConfig
+from .mlp import MLPClassifier as MLPClassifier
+from .mlp import MLPConfig as MLPConfig
+from .resnet import ResNet as ResNet
+from .resnet import ResNetConfig as ResNetConfig
+from .vit import ViT as ViT
+from .vit import ViTConfig as ViTConfig
+
+
+class ModelEntry(NamedTuple):
+    """One row of ``MODELS``: the config class and the model class built from it."""
+
+    config: type[Config]
+    model: type
+
+
+#: kind -> (config class, model class). The one place a model is chosen by name.
+MODELS: dict[str, ModelEntry] = {
+    "mlp": ModelEntry(MLPConfig, MLPClassifier),
+    "cnn": ModelEntry(CNNConfig, CNN),
+    "resnet": ModelEntry(ResNetConfig, ResNet),
+    "vit": ModelEntry(ViTConfig, ViT),
+    "gpt2": ModelEntry(GPT2Config, GPT2),
+    "llama": ModelEntry(LlamaConfig, Llama),
+    "bert": ModelEntry(BertConfig, Bert),
+}
+
+#: The ``model`` section of an experiment config: any model config, chosen by ``kind``.
+ModelConfig = Annotated[
+    Union[MLPConfig, CNNConfig, ResNetConfig, ViTConfig, GPT2Config, LlamaConfig, BertConfig],
+    pydantic.Field(discriminator="kind"),
+]
+
+_ADAPTER = pydantic.TypeAdapter(ModelConfig)
+
+
+def parse_model_config(values: Mapping[str, Any]) -> Config:
+    """A model config from plain values (``{"kind": "cnn", ...}``), validated by its kind.
+
+    >>> from baobab.models import parse_model_config
+    >>> parse_model_config({"kind": "resnet", "depth": 50}).depth
+    50
+    """
+    kind = values.get("kind") if isinstance(values, Mapping) else None
+    if kind not in MODELS:
+        raise ValueError(f"unknown model kind {kind!r}; valid kinds: {sorted(MODELS)}.")
+    return _ADAPTER.validate_python(values)
+
+
+def build_model(config: Config | Mapping[str, Any], *, key: jax.Array):
+    """Build the model that ``config`` describes (a config object, or a dict with ``kind``)."""
+    if isinstance(config, Mapping):
+        config = parse_model_config(config)
+    kind = getattr(config, "kind", None)
+    entry = MODELS.get(kind)
+    if entry is None:
+        raise ValueError(f"unknown model kind {kind!r}; valid kinds: {sorted(MODELS)}.")
+    if not isinstance(config, entry.config):
+        raise TypeError(f"build_model: kind {kind!r} needs a {entry.config.__name__}, got {type(config).__name__}.")
+    return entry.model(config, key=key)
+
+
+__all__ = [
+    "MODELS", "ModelEntry", "ModelConfig", "build_model", "parse_model_config",
+    "MLPConfig", "MLPClassifier", "CNNConfig", "CNN", "ResNetConfig", "ResNet", "ViTConfig", "ViT",
+    "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "BertConfig", "Bert", "mean_pool",
+    "generate", "sample_logits", "hf",
+]

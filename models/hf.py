@@ -1,0 +1,441 @@
+"""Hugging Face / torchvision tensor names <-> baobab parameter paths, as declarative tables.
+
+The zoo's models name their parameters after the upstream checkpoints, so a
+checkpoint maps onto a model by a small table, not by code. A ``NameTable`` is a
+list of rules ``(their name, our path, layout)``; names are templates where ``{i}``
+(any name in braces) stands for a decimal index::
+
+    ("model.layers.{i}.self_attn.q_proj.weight", "model.layers[{i}].self_attn.q_proj.weight", "linear")
+
+Layouts say how a tensor is stored differently:
+
+* ``"same"``: copied as it is (embeddings, norms, GPT-2's ``Conv1D``, BatchNorm);
+* ``"linear"``: torch ``Linear`` ``(out, in)`` -> ours ``(in, out)``, a transpose;
+* ``"conv"``: torch ``Conv`` ``(out, in, *kernel)`` -> ours ``(*kernel, in, out)``, channels-last.
+
+Our paths are written per layer (``h[3]``). When a model stores its layers stacked
+(``scan_layers=True``, an ``nn.Stacked`` at ``transformer.h``), ``load_hf`` and
+``hf_state_dict`` translate between ``transformer.h[i].X`` and row ``i`` of
+``transformer.h.layer.X`` themselves, so a table serves both layouts.
+
+What is here: the tables (``gpt2_names``, ``llama_names``, ``bert_names``, ``vit_names``,
+``resnet_names``, each a function of the model config because e.g. a tied head has
+no ``lm_head``), config translation from a ``config.json`` dict (``config_from_hf``),
+and an in-memory ``load_hf`` / ``hf_state_dict``. Reading safetensors shard by shard
+into a target sharding is the importer's job; it can use ``NameTable.to_ours`` and
+``to_baobab_layout`` per tensor.
+
+>>> import jax, numpy as np
+>>> from baobab.models import GPT2, GPT2Config, hf
+>>> config = GPT2Config(vocab_size=10, max_len=8, hidden_size=8, num_layers=1, num_heads=2)
+>>> table = hf.gpt2_names(config)
+>>> table.to_ours("transformer.h.0.attn.c_attn.weight")
+('transformer.h[0].attn.c_attn.weight', 'same')
+>>> table.to_theirs("transformer.h[0].mlp.c_fc.bias")
+('transformer.h.0.mlp.c_fc.bias', 'same')
+>>> model = GPT2(config, key=jax.random.key(0))
+>>> tensors = hf.hf_state_dict(model, table)  # export ...
+>>> sorted(tensors)[:2]
+['transformer.h.0.attn.c_attn.bias', 'transformer.h.0.attn.c_attn.weight']
+>>> model = hf.load_hf(model, tensors, table)  # ... and import again
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from baobab import nn
+
+from .bert import BertConfig
+from .gpt2 import GPT2Config
+from .llama import LlamaConfig, RopeScalingConfig
+from .resnet import ResNetConfig
+from .vit import ViTConfig
+
+__all__ = [
+    "NameTable", "LAYOUTS", "to_baobab_layout", "to_torch_layout", "load_hf", "hf_state_dict",
+    "gpt2_names", "llama_names", "bert_names", "vit_names", "resnet_names", "config_from_hf",
+]
+
+LAYOUTS = ("same", "linear", "conv")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def _template_regex(template: str) -> re.Pattern:
+    parts = _PLACEHOLDER.split(template)  # literal, name, literal, name, ...
+    regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>\\d+)" for i, p in enumerate(parts))
+    return re.compile(regex)
+
+
+@dataclasses.dataclass(frozen=True)
+class NameTable:
+    """How one upstream architecture's tensor names map onto a baobab model.
+
+    * ``rules``: ``(their template, our template, layout)`` triples.
+    * ``ignore``: regexes (full match) of their tensors that carry no parameters
+      (buffers such as ``attn.bias`` masks, ``num_batches_tracked``, tied copies).
+    * ``prefixes``: ``(theirs, canonical)`` rewrites applied before matching, first
+      match only, for checkpoints saved from another head class (``bert.`` in
+      ``BertForSequenceClassification``; GPT-2 files without ``transformer.``).
+    """
+
+    rules: tuple[tuple[str, str, str], ...]
+    ignore: tuple[str, ...] = ()
+    prefixes: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self):
+        for theirs, ours, layout in self.rules:
+            if layout not in LAYOUTS:
+                raise ValueError(f"NameTable rule {theirs!r}: unknown layout {layout!r}; use one of {LAYOUTS}.")
+            if set(_PLACEHOLDER.findall(theirs)) != set(_PLACEHOLDER.findall(ours)):
+                raise ValueError(f"NameTable rule {theirs!r} -> {ours!r}: both sides need the same placeholders.")
+        compiled = [(_template_regex(t), _template_regex(o), t, o, lay) for t, o, lay in self.rules]
+        object.__setattr__(self, "_compiled", compiled)
+
+    def canonical(self, name: str) -> str:
+        """``name`` with the first matching ``prefixes`` rewrite applied."""
+        for theirs, canonical in self.prefixes:
+            if name.startswith(theirs) and not name.startswith(canonical):
+                return canonical + name[len(theirs):]
+        return name
+
+    def ignored(self, name: str) -> bool:
+        return any(re.fullmatch(p, self.canonical(name)) for p in self.ignore)
+
+    def to_ours(self, name: str) -> tuple[str, str] | None:
+        """Their tensor name -> ``(our per-layer path, layout)``, or ``None`` if no rule matches."""
+        name = self.canonical(name)
+        for theirs_re, _, _, ours, layout in self._compiled:
+            m = theirs_re.fullmatch(name)
+            if m:
+                return _PLACEHOLDER.sub(lambda g: m.group(g.group(1)), ours), layout
+        return None
+
+    def to_theirs(self, path: str) -> tuple[str, str] | None:
+        """Our per-layer path -> ``(their canonical name, layout)``, or ``None``."""
+        for _, ours_re, theirs, _, layout in self._compiled:
+            m = ours_re.fullmatch(path)
+            if m:
+                return _PLACEHOLDER.sub(lambda g: m.group(g.group(1)), theirs), layout
+        return None
+
+
+def to_baobab_layout(x: Any, layout: str) -> np.ndarray:
+    """Convert one upstream tensor (numpy) to baobab's layout."""
+    x = np.asarray(x)
+    if layout == "linear":
+        return x.T
+    if layout == "conv":  # (O, I, *k) -> (*k, I, O)
+        return np.transpose(x, (*range(2, x.ndim), 1, 0))
+    return x
+
+
+def to_torch_layout(x: Any, layout: str) -> np.ndarray:
+    """The inverse of ``to_baobab_layout``."""
+    x = np.asarray(x)
+    if layout == "linear":
+        return x.T
+    if layout == "conv":  # (*k, I, O) -> (O, I, *k)
+        return np.transpose(x, (x.ndim - 1, x.ndim - 2, *range(x.ndim - 2)))
+    return x
+
+
+# ----------------------------------------------------------------------------------------
+# Per-layer view of a model whose layers may be stacked
+# ----------------------------------------------------------------------------------------
+
+
+def _stacks(model: nn.Module) -> dict[str, int]:
+    """Paths of the ``nn.Stacked`` modules in ``model`` -> their number of layers."""
+    return {path: m.num_layers for path, m in nn.iter_modules(model) if isinstance(m, nn.Stacked)}
+
+
+def _per_layer(model: nn.Module) -> dict[str, tuple[str, int | None]]:
+    """Our per-layer paths -> ``(stored path, row)``; ``row`` is ``None`` for unstacked arrays."""
+    stacks = _stacks(model)
+    view: dict[str, tuple[str, int | None]] = {}
+    for path in nn.state_dict(model):
+        for stack, n in stacks.items():
+            inner = f"{stack}.layer." if stack else "layer."
+            if path.startswith(inner):
+                rest = path[len(inner):]
+                for i in range(n):
+                    view[f"{stack}[{i}].{rest}"] = (path, i)
+                break
+        else:
+            view[path] = (path, None)
+    return view
+
+
+def load_hf(model: nn.Module, tensors: Mapping[str, Any], table: NameTable, *,
+            allow_missing: Iterable[str] = ()) -> nn.Module:
+    """A copy of ``model`` with its arrays taken from upstream ``tensors`` (name -> array).
+
+    Tensors are renamed and re-laid-out by ``table``, stacked where the model stacks
+    its layers, and cast to the model's dtypes. Every problem is reported together in
+    one ``ValueError``: their tensors no rule maps (unexpected), our arrays nothing
+    provides (missing; ``allow_missing`` path patterns, e.g. ``"classifier"``, keep their
+    initial values instead, for new heads), and shape mismatches.
+    """
+    view = _per_layer(model)
+    own = nn.state_dict(model)
+    allow = tuple(allow_missing)
+    found: dict[str, np.ndarray] = {}
+    unexpected, problems = [], []
+    for name, value in tensors.items():
+        if table.ignored(name):
+            continue
+        hit = table.to_ours(name)
+        if hit is None or hit[0] not in view:
+            unexpected.append(name if hit is None else f"{name} (-> {hit[0]}, which this model does not have)")
+            continue
+        path, layout = hit
+        x = to_baobab_layout(value, layout)
+        stored, row = view[path]
+        want = tuple(own[stored].shape[1:] if row is not None else own[stored].shape)
+        if tuple(x.shape) != want:
+            problems.append(f"{name} -> {path}: shape {tuple(x.shape)} after layout {layout!r}, model has {want}")
+            continue
+        if path in found:
+            problems.append(f"{name} -> {path}: a second tensor maps to the same path")
+        found[path] = x
+    missing = [p for p in view if p not in found and not any(nn.path_matches(a, p) for a in allow)]
+    if unexpected:
+        problems.insert(0, f"unexpected tensors ({len(unexpected)}), no rule maps them: {unexpected}")
+    if missing:
+        problems.insert(0, f"missing ({len(missing)}), nothing provides: {missing}")
+    if problems:
+        raise ValueError(f"load_hf into {type(model).__name__}: " + "; ".join(problems))
+
+    rows: dict[str, list[tuple[int, str]]] = {}  # stored stacked path -> [(row, per-layer path)]
+    for path, (stored, row) in view.items():
+        if row is not None:
+            rows.setdefault(stored, []).append((row, path))
+    values: dict[str, Any] = {}
+    for stored, current in own.items():
+        if stored not in rows:
+            values[stored] = found.get(stored, current)
+        else:  # one tensor per layer -> (num_layers, ...); rows nothing provides keep their values
+            values[stored] = np.stack([found[p] if p in found else np.asarray(current[row])
+                                       for row, p in sorted(rows[stored])])
+    return nn.load_state_dict(model, values, cast=True)
+
+
+def hf_state_dict(model: nn.Module, table: NameTable) -> dict[str, np.ndarray]:
+    """The model's arrays under their upstream names and layouts (numpy), for export.
+
+    Stacked layers are split into one tensor per layer. An array with no rule is an error.
+    """
+    own = nn.state_dict(model)
+    out, unmapped = {}, []
+    for path, (stored, row) in _per_layer(model).items():
+        hit = table.to_theirs(path)
+        if hit is None:
+            unmapped.append(path)
+            continue
+        x = np.asarray(own[stored]) if row is None else np.asarray(own[stored][row])
+        out[hit[0]] = np.ascontiguousarray(to_torch_layout(x, hit[1]))
+    if unmapped:
+        raise ValueError(f"hf_state_dict: no rule names these arrays of {type(model).__name__}: {unmapped}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# The tables
+# ----------------------------------------------------------------------------------------
+
+
+def _same_names(templates: Iterable[str], layout: str = "same", prefix: str = "") -> list[tuple[str, str, str]]:
+    """Rules whose only difference is the layer index: ``a.{i}.b`` <-> ``a[{i}].b``."""
+    return [(prefix + t, re.sub(r"\.(\{\w+\})", r"[\1]", t), layout) for t in templates]
+
+
+def gpt2_names(config: GPT2Config) -> NameTable:
+    """``GPT2LMHeadModel``. GPT-2's ``Conv1D`` weights are ``(in, out)`` already: all ``same``."""
+    h = "transformer.h.{i}."
+    rules = _same_names(["transformer.wte.weight", "transformer.wpe.weight",
+                         "transformer.ln_f.weight", "transformer.ln_f.bias"])
+    rules += _same_names(h + p for p in (
+        "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight",
+        "attn.c_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
+        "mlp.c_proj.weight", "mlp.c_proj.bias"))
+    ignore = [r"transformer\.h\.\d+\.attn\.(bias|masked_bias)"]  # causal-mask buffers of old files
+    if config.tie_embeddings:
+        ignore.append(r"lm_head\.weight")  # a copy of wte when present
+    else:
+        rules.append(("lm_head.weight", "lm_head.weight", "linear"))
+    prefixes = tuple((p, "transformer." + p) for p in ("h.", "wte.", "wpe.", "ln_f."))
+    return NameTable(tuple(rules), tuple(ignore), prefixes)
+
+
+def llama_names(config: LlamaConfig) -> NameTable:
+    """``LlamaForCausalLM``. Projections are torch ``Linear``: transposed."""
+    layer = "model.layers.{i}."
+    projections = [f"self_attn.{p}_proj" for p in "qkvo"] + [f"mlp.{p}_proj" for p in ("gate", "up", "down")]
+    rules = _same_names(["model.embed_tokens.weight", "model.norm.weight"])
+    rules += _same_names([layer + "input_layernorm.weight", layer + "post_attention_layernorm.weight"])
+    rules += _same_names([layer + p + ".weight" for p in projections], "linear")
+    rules += _same_names([layer + p + ".bias" for p in projections])
+    ignore = [r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"]
+    if config.tie_embeddings:
+        ignore.append(r"lm_head\.weight")
+    else:
+        rules.append(("lm_head.weight", "lm_head.weight", "linear"))
+    return NameTable(tuple(rules), tuple(ignore))
+
+
+def bert_names(config: BertConfig) -> NameTable:
+    """``BertModel`` (and ``BertForSequenceClassification`` with a ``classifier``)."""
+    layer = "encoder.layer.{i}."
+    linears = ["attention.self.query", "attention.self.key", "attention.self.value",
+               "attention.output.dense", "intermediate.dense", "output.dense"]
+    norms = ["attention.output.LayerNorm", "output.LayerNorm"]
+    rules = _same_names(f"embeddings.{e}.weight" for e in
+                        ("word_embeddings", "position_embeddings", "token_type_embeddings"))
+    rules += _same_names(["embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"])
+    rules += _same_names([layer + p + ".weight" for p in linears], "linear")
+    rules += _same_names([layer + p + s for p in linears for s in (".bias",)])
+    rules += _same_names([layer + p + s for p in norms for s in (".weight", ".bias")])
+    rules += [("pooler.dense.weight", "pooler.dense.weight", "linear"), ("pooler.dense.bias", "pooler.dense.bias", "same"),
+              ("classifier.weight", "classifier.weight", "linear"), ("classifier.bias", "classifier.bias", "same")]
+    ignore = [r"embeddings\.position_ids", r"embeddings\.token_type_ids"]  # buffers
+    return NameTable(tuple(rules), tuple(ignore), prefixes=(("bert.", ""),))
+
+
+def vit_names(config: ViTConfig) -> NameTable:
+    """``ViTForImageClassification`` when ``num_classes > 0`` (names prefixed ``vit.``), else ``ViTModel``."""
+    p = "vit." if config.num_classes else ""
+    layer = "encoder.layer.{i}."
+    linears = ["attention.attention.query", "attention.attention.key", "attention.attention.value",
+               "attention.output.dense", "intermediate.dense", "output.dense"]
+    norms = ["layernorm_before", "layernorm_after"]
+    rules = [(p + n, n, "same") for n in ("embeddings.cls_token", "embeddings.position_embeddings",
+                                          "embeddings.patch_embeddings.projection.bias",
+                                          "layernorm.weight", "layernorm.bias")]
+    rules += [(p + "embeddings.patch_embeddings.projection.weight",
+               "embeddings.patch_embeddings.projection.weight", "conv")]
+    rules += _same_names([layer + n + ".weight" for n in linears], "linear", prefix=p)
+    rules += _same_names([layer + n + ".bias" for n in linears], prefix=p)
+    rules += _same_names([layer + n + s for n in norms for s in (".weight", ".bias")], prefix=p)
+    rules += [(p + "pooler.dense.weight", "pooler.dense.weight", "linear"),
+              (p + "pooler.dense.bias", "pooler.dense.bias", "same"),
+              ("classifier.weight", "classifier.weight", "linear"), ("classifier.bias", "classifier.bias", "same")]
+    prefixes = (("vit.", ""),) if not p else ()
+    return NameTable(tuple(rules), prefixes=prefixes)
+
+
+def resnet_names(config: ResNetConfig) -> NameTable:
+    """torchvision ``resnet18/34/50/101/152`` ``state_dict``: convs channels-last, ``fc`` transposed."""
+    block = "layer{s}.{b}."
+    bn = ("weight", "bias", "running_mean", "running_var")
+    rules = [("conv1.weight", "conv1.weight", "conv")] + [(f"bn1.{s}", f"bn1.{s}", "same") for s in bn]
+    for n in (1, 2, 3):
+        rules += [(f"{block}conv{n}.weight", f"layer{{s}}[{{b}}].conv{n}.weight", "conv")]
+        rules += [(f"{block}bn{n}.{s}", f"layer{{s}}[{{b}}].bn{n}.{s}", "same") for s in bn]
+    rules += [(f"{block}downsample.0.weight", "layer{s}[{b}].downsample[0].weight", "conv")]
+    rules += [(f"{block}downsample.1.{s}", f"layer{{s}}[{{b}}].downsample[1].{s}", "same") for s in bn]
+    rules += [("fc.weight", "fc.weight", "linear"), ("fc.bias", "fc.bias", "same")]
+    return NameTable(tuple(rules), ignore=(r".*num_batches_tracked",))
+
+
+# ----------------------------------------------------------------------------------------
+# config.json -> our config
+# ----------------------------------------------------------------------------------------
+
+
+def _require(cfg: Mapping[str, Any], problems: list[str], key: str, allowed: Iterable[Any], default: Any) -> None:
+    value = cfg.get(key, default)
+    allowed = tuple(allowed)
+    if value not in allowed:
+        problems.append(f"{key}={value!r} (supported: {list(allowed)})")
+
+
+_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
+        "relu": "relu", "silu": "silu", "swish": "silu"}
+
+
+def config_from_hf(cfg: Mapping[str, Any], **overrides: Any):
+    """Our config for a Hugging Face ``config.json`` (a dict); ``overrides`` set our fields.
+
+    The architecture comes from ``model_type`` (``gpt2``, ``llama``, ``bert``, ``vit``).
+    Values baobab does not implement are all reported in one ``NotImplementedError``.
+
+    >>> from baobab.models import hf
+    >>> hf.config_from_hf({"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4}).hidden_size
+    64
+    """
+    kind = cfg.get("model_type")
+    problems: list[str] = []
+    act = lambda key, default: _ACT.get(cfg.get(key, default), cfg.get(key, default))  # noqa: E731
+    if kind == "gpt2":
+        _require(cfg, problems, "activation_function", ("gelu_new", "gelu_pytorch_tanh", "gelu", "relu", "silu"),
+                 "gelu_new")
+        _require(cfg, problems, "scale_attn_weights", (True,), True)
+        _require(cfg, problems, "scale_attn_by_inverse_layer_idx", (False,), False)
+        _require(cfg, problems, "add_cross_attention", (False,), False)
+        fields = dict(vocab_size=cfg.get("vocab_size", 50257), max_len=cfg.get("n_positions", 1024),
+                      hidden_size=cfg.get("n_embd", 768), num_layers=cfg.get("n_layer", 12),
+                      num_heads=cfg.get("n_head", 12), intermediate_size=cfg.get("n_inner"),
+                      activation=act("activation_function", "gelu_new"),
+                      norm_eps=cfg.get("layer_norm_epsilon", 1e-5), dropout=cfg.get("resid_pdrop", 0.1),
+                      tie_embeddings=cfg.get("tie_word_embeddings", True))
+        config_class = GPT2Config
+    elif kind == "llama":
+        _require(cfg, problems, "hidden_act", ("silu",), "silu")
+        _require(cfg, problems, "pretraining_tp", (1,), 1)
+        rope = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type not in ("default", "linear", "llama3"):
+            problems.append(f"rope_scaling.rope_type={rope_type!r} (supported: default, linear, llama3)")
+        scaling = None
+        if rope_type in ("linear", "llama3"):
+            scaling = RopeScalingConfig(
+                kind=rope_type, factor=rope["factor"], low_freq_factor=rope.get("low_freq_factor", 1.0),
+                high_freq_factor=rope.get("high_freq_factor", 4.0),
+                original_max_len=rope.get("original_max_position_embeddings", cfg.get("max_position_embeddings", 2048)))
+        fields = dict(vocab_size=cfg.get("vocab_size", 32000), max_len=cfg.get("max_position_embeddings", 2048),
+                      hidden_size=cfg.get("hidden_size", 4096), num_layers=cfg.get("num_hidden_layers", 32),
+                      num_heads=cfg.get("num_attention_heads", 32), num_kv_heads=cfg.get("num_key_value_heads"),
+                      head_dim=cfg.get("head_dim"), intermediate_size=cfg.get("intermediate_size", 11008),
+                      norm_eps=cfg.get("rms_norm_eps", 1e-6),
+                      rope_theta=rope.get("rope_theta", cfg.get("rope_theta", 10000.0)), rope_scaling=scaling,
+                      attention_bias=cfg.get("attention_bias", False), mlp_bias=cfg.get("mlp_bias", False),
+                      tie_embeddings=cfg.get("tie_word_embeddings", False))
+        config_class = LlamaConfig
+    elif kind == "bert":
+        _require(cfg, problems, "position_embedding_type", ("absolute",), "absolute")
+        _require(cfg, problems, "is_decoder", (False,), False)
+        _require(cfg, problems, "hidden_act", tuple(_ACT), "gelu")
+        fields = dict(vocab_size=cfg.get("vocab_size", 30522), max_len=cfg.get("max_position_embeddings", 512),
+                      type_vocab_size=cfg.get("type_vocab_size", 2), hidden_size=cfg.get("hidden_size", 768),
+                      num_layers=cfg.get("num_hidden_layers", 12), num_heads=cfg.get("num_attention_heads", 12),
+                      intermediate_size=cfg.get("intermediate_size", 3072), activation=act("hidden_act", "gelu"),
+                      norm_eps=cfg.get("layer_norm_eps", 1e-12), dropout=cfg.get("hidden_dropout_prob", 0.1))
+        if any(a.endswith("ForSequenceClassification") for a in cfg.get("architectures") or ()):
+            fields["num_classes"] = len(cfg.get("id2label") or {0: 0, 1: 1})
+        config_class = BertConfig
+    elif kind == "vit":
+        _require(cfg, problems, "hidden_act", tuple(_ACT), "gelu")
+        for key in ("image_size", "patch_size"):
+            if not isinstance(cfg.get(key, 0), int):
+                problems.append(f"{key}={cfg[key]!r} (supported: one int, square images and patches)")
+        labels = cfg.get("id2label") or {}
+        is_classifier = any(a.endswith("ForImageClassification") for a in cfg.get("architectures") or ())
+        fields = dict(image_size=cfg.get("image_size", 224), patch_size=cfg.get("patch_size", 16),
+                      in_channels=cfg.get("num_channels", 3), hidden_size=cfg.get("hidden_size", 768),
+                      num_layers=cfg.get("num_hidden_layers", 12), num_heads=cfg.get("num_attention_heads", 12),
+                      intermediate_size=cfg.get("intermediate_size", 3072), activation=act("hidden_act", "gelu"),
+                      norm_eps=cfg.get("layer_norm_eps", 1e-12), qkv_bias=cfg.get("qkv_bias", True),
+                      dropout=cfg.get("hidden_dropout_prob", 0.0),
+                      num_classes=len(labels) if is_classifier else 0, pooler=not is_classifier)
+        config_class = ViTConfig
+    else:
+        raise NotImplementedError(
+            f"config_from_hf: model_type {kind!r} is not supported; supported: ['gpt2', 'llama', 'bert', 'vit'].")
+    if problems:
+        raise NotImplementedError(f"config_from_hf ({kind}): unsupported settings: " + "; ".join(problems))
+    return config_class(**{**fields, **overrides})

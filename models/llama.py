@@ -1,0 +1,323 @@
+"""Llama (Touvron et al. 2023; Llama 3, 2024): a decoder-only transformer with RoPE, in one file.
+
+Token embedding, ``num_layers`` pre-norm blocks (RMSNorm, causal grouped-query
+self-attention with rotary position embeddings, RMSNorm, SwiGLU MLP; no biases by
+default), a final RMSNorm and the unembedding, tied or not. Decoding uses an
+explicit KV cache: ``init_cache`` and ``model(ids, cache=cache) -> (logits, cache)``;
+see ``models.generate`` for sampling.
+
+Parameter paths copy Hugging Face ``LlamaForCausalLM`` (``models.hf.llama_names(config)``
+is the import table). Linear weights are stored ``(in, out)``, the transpose of HF's:
+
+===================================================  =========================================
+Hugging Face                                         baobab
+===================================================  =========================================
+``model.embed_tokens.weight`` (V, D)                 same
+``model.layers.{i}.self_attn.q_proj.weight`` (out, in)  ``model.layers[i].self_attn.q_proj.weight`` (in, out)
+``... .k_proj``, ``v_proj``, ``o_proj``              same pattern (``k``/``v``: ``kv_heads * head_dim``)
+``model.layers.{i}.mlp.gate_proj/up_proj/down_proj``  same pattern
+``model.layers.{i}.input_layernorm.weight``          ``model.layers[i].input_layernorm.weight``
+``model.layers.{i}.post_attention_layernorm.weight``  same pattern
+``model.norm.weight``                                same
+``lm_head.weight`` (V, D)                            ``lm_head.weight`` (D, V); absent when tied
+===================================================  =========================================
+
+With ``scan_layers=True`` the layers are one ``nn.Stacked`` and the paths read
+``model.layers.layer.self_attn.q_proj.weight`` with a leading ``(num_layers,)`` axis;
+the importer stacks ``layers.0 ... layers.{L-1}`` along axis 0 (``models.hf.load_hf``).
+
+RoPE pairs dimension ``i`` with ``i + head_dim / 2`` (HF's "rotate half" layout, which
+HF checkpoints are already permuted for), via ``nn.RotaryEmbedding``; ``rope_scaling``
+supports HF's ``"linear"`` and ``"llama3"`` rope types.
+
+>>> import jax, jax.numpy as jnp
+>>> from baobab.models import Llama, LlamaConfig
+>>> config = LlamaConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+...                      intermediate_size=64, rope_scaling=None)
+>>> model = Llama(config, key=jax.random.key(0))
+>>> ids = jnp.zeros((2, 8), jnp.int32)  # (B, T)
+>>> model(ids).shape  # (B, T, V)
+(2, 8, 100)
+>>> logits, cache = model(ids, cache=model.init_cache(2, 16))  # prefill
+>>> model.init_cache(2, 16)[0].k.shape  # (B, max_len, kv_heads, head_dim), per layer
+(2, 16, 2, 8)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import einops
+import jax
+import jax.numpy as jnp
+import pydantic
+
+from baobab import nn
+from baobab.config import Config
+
+__all__ = ["RopeScalingConfig", "LlamaConfig", "Llama", "LlamaDecoderLayer"]
+
+ACTIVATIONS = {"silu": jax.nn.silu, "gelu_tanh": jax.nn.gelu}
+
+
+class RopeScalingConfig(Config):
+    """How RoPE frequencies are stretched (HF ``rope_scaling`` / ``rope_parameters``).
+
+    ``"linear"``: every frequency divided by ``factor``. ``"llama3"``: Llama 3.1's
+    smooth band scheme with ``low_freq_factor``, ``high_freq_factor`` and
+    ``original_max_len`` [original_max_position_embeddings]. See ``nn.RopeScaling``.
+    """
+
+    kind: Literal["linear", "llama3"] = "llama3"
+    factor: float = pydantic.Field(8.0, gt=0.0)
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_len: int = pydantic.Field(8192, gt=0)
+
+
+class LlamaConfig(Config):
+    """Llama. The defaults are Llama 3.2 1B (1.24B parameters, tied embeddings).
+
+    Hugging Face ``LlamaConfig`` names in brackets: ``vocab_size``, ``max_len``
+    [max_position_embeddings], ``hidden_size``, ``num_layers`` [num_hidden_layers],
+    ``num_heads`` [num_attention_heads], ``num_kv_heads`` [num_key_value_heads; None =
+    num_heads], ``head_dim`` [None = hidden_size // num_heads], ``intermediate_size``,
+    ``norm_eps`` [rms_norm_eps], ``rope_theta``, ``rope_scaling`` [rope_scaling /
+    rope_parameters], ``attention_bias``, ``mlp_bias``, ``tie_embeddings``
+    [tie_word_embeddings], ``activation`` [hidden_act: "silu"].
+
+    ``max_len`` adds no parameters: it bounds ``init_cache`` and ``generate``.
+    ``scan_layers`` and ``remat`` are as in ``GPT2Config``. There is no dropout
+    (Llama has none; HF's ``attention_dropout`` is 0).
+    """
+
+    kind: Literal["llama"] = "llama"
+    vocab_size: int = pydantic.Field(128256, gt=0)
+    max_len: int = pydantic.Field(131072, gt=0)
+    hidden_size: int = pydantic.Field(2048, gt=0)
+    num_layers: int = pydantic.Field(16, gt=0)
+    num_heads: int = pydantic.Field(32, gt=0)
+    num_kv_heads: int | None = pydantic.Field(8, gt=0)
+    head_dim: int | None = pydantic.Field(None, gt=0)
+    intermediate_size: int = pydantic.Field(8192, gt=0)
+    activation: Literal["silu", "gelu_tanh"] = "silu"
+    norm_eps: float = pydantic.Field(1e-5, gt=0.0)
+    rope_theta: float = pydantic.Field(500000.0, gt=0.0)
+    rope_scaling: RopeScalingConfig | None = RopeScalingConfig(kind="llama3", factor=32.0)
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    tie_embeddings: bool = True
+    scan_layers: bool = False
+    remat: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _fits(self) -> "LlamaConfig":
+        if self.head_dim is None and self.hidden_size % self.num_heads:
+            raise ValueError(f"num_heads={self.num_heads} does not divide hidden_size={self.hidden_size}; "
+                             f"set head_dim explicitly.")
+        if self.num_heads % self.kv_heads:
+            raise ValueError(f"num_kv_heads={self.kv_heads} does not divide num_heads={self.num_heads}.")
+        if self.dims_per_head % 2:
+            raise ValueError(f"head_dim={self.dims_per_head} must be even for rotary embeddings.")
+        if self.remat is not None and not self.scan_layers:
+            raise ValueError("remat needs scan_layers=True (it wraps the scanned layer).")
+        return self
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
+    @property
+    def dims_per_head(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
+
+
+def _linear(d_in: int, d_out: int, axes: tuple[str, str], *, key: jax.Array, use_bias: bool) -> nn.Linear:
+    """A ``Linear`` with HF Llama's init: weights ``N(0, 0.02)``, zero bias."""
+    return nn.Linear(d_in, d_out, key=key, axes=axes, use_bias=use_bias,
+                     weight_init=jax.nn.initializers.normal(0.02), bias_init=jax.nn.initializers.zeros)
+
+
+class LlamaAttention(nn.Module):
+    """Causal grouped-query self-attention with RoPE: ``(B, T, D) -> (B, T, D)``.
+
+    ``num_heads`` query heads share ``num_kv_heads`` key/value heads in groups.
+    """
+
+    q_proj: nn.Linear  # (D, H * Dh)
+    k_proj: nn.Linear  # (D, K * Dh)
+    v_proj: nn.Linear  # (D, K * Dh)
+    o_proj: nn.Linear  # (H * Dh, D)
+    rotary: nn.RotaryEmbedding
+    num_heads: int = nn.static()
+    num_kv_heads: int = nn.static()
+
+    def __init__(self, config: LlamaConfig, *, key: jax.Array):
+        D, H, K, Dh = config.hidden_size, config.num_heads, config.kv_heads, config.dims_per_head
+        self.num_heads, self.num_kv_heads = H, K
+        bias = config.attention_bias
+        self.q_proj = _linear(D, H * Dh, ("embed", "heads"), key=nn.subkey(key, "q_proj"), use_bias=bias)
+        self.k_proj = _linear(D, K * Dh, ("embed", "kv_heads"), key=nn.subkey(key, "k_proj"), use_bias=bias)
+        self.v_proj = _linear(D, K * Dh, ("embed", "kv_heads"), key=nn.subkey(key, "v_proj"), use_bias=bias)
+        self.o_proj = _linear(H * Dh, D, ("heads", "embed"), key=nn.subkey(key, "o_proj"), use_bias=bias)
+        s = config.rope_scaling
+        scaling = None if s is None else nn.RopeScaling(s.kind, s.factor, s.low_freq_factor,
+                                                        s.high_freq_factor, s.original_max_len)
+        self.rotary = nn.RotaryEmbedding(Dh, base=config.rope_theta, scaling=scaling)
+
+    def __call__(self, x: jax.Array, *, cache: nn.KVCache | None = None
+                 ) -> jax.Array | tuple[jax.Array, nn.KVCache]:
+        B, T, D = x.shape
+        q = einops.rearrange(self.q_proj(x), "b t (h d) -> b t h d", h=self.num_heads)  # (B, T, H, Dh)
+        k = einops.rearrange(self.k_proj(x), "b t (k d) -> b t k d", k=self.num_kv_heads)  # (B, T, K, Dh)
+        v = einops.rearrange(self.v_proj(x), "b t (k d) -> b t k d", k=self.num_kv_heads)  # (B, T, K, Dh)
+        start = 0 if cache is None else cache.index
+        positions = start + jnp.arange(T)  # (T,)
+        q, k = self.rotary(q, positions), self.rotary(k, positions)
+        if cache is None:
+            out = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # (B, T, H, Dh); GQA by head groups
+        else:
+            cache = cache.append(k, v)  # keys/values of positions [0, start + T)
+            visible = jnp.arange(cache.max_len)[None, :] <= positions[:, None]  # (T, L)
+            out = jax.nn.dot_product_attention(q, cache.k.astype(q.dtype), cache.v.astype(q.dtype),
+                                               mask=visible[None, None])  # (B, T, H, Dh)
+            out = jnp.where(start + T > cache.max_len, jnp.nan, out)  # overflow cannot raise under jit
+        y = self.o_proj(einops.rearrange(out, "b t h d -> b t (h d)"))  # (B, T, D)
+        return y if cache is None else (y, cache)
+
+
+class LlamaMLP(nn.Module):
+    """SwiGLU: ``down_proj(silu(gate_proj(x)) * up_proj(x))``, ``(B, T, D) -> (B, T, D)``."""
+
+    gate_proj: nn.Linear
+    up_proj: nn.Linear
+    down_proj: nn.Linear
+    activation: str = nn.static()
+
+    def __init__(self, config: LlamaConfig, *, key: jax.Array):
+        D, M, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.activation = config.activation
+        self.gate_proj = _linear(D, M, ("embed", "mlp"), key=nn.subkey(key, "gate_proj"), use_bias=bias)
+        self.up_proj = _linear(D, M, ("embed", "mlp"), key=nn.subkey(key, "up_proj"), use_bias=bias)
+        self.down_proj = _linear(M, D, ("mlp", "embed"), key=nn.subkey(key, "down_proj"), use_bias=bias)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = ACTIVATIONS[self.activation](self.gate_proj(x)) * self.up_proj(x)  # (B, T, M)
+        return self.down_proj(h)  # (B, T, D)
+
+
+class LlamaDecoderLayer(nn.Module):
+    """``x + attn(norm(x))``, then ``h + mlp(norm(h))``: ``(B, T, D) -> (B, T, D)``."""
+
+    input_layernorm: nn.RMSNorm
+    self_attn: LlamaAttention
+    post_attention_layernorm: nn.RMSNorm
+    mlp: LlamaMLP
+
+    def __init__(self, config: LlamaConfig, *, key: jax.Array):
+        self.input_layernorm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.self_attn = LlamaAttention(config, key=nn.subkey(key, "self_attn"))
+        self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.mlp = LlamaMLP(config, key=nn.subkey(key, "mlp"))
+
+    def __call__(self, x: jax.Array, *, cache: nn.KVCache | None = None
+                 ) -> jax.Array | tuple[jax.Array, nn.KVCache]:
+        if cache is None:
+            h = x + self.self_attn(self.input_layernorm(x))  # (B, T, D)
+        else:
+            a, cache = self.self_attn(self.input_layernorm(x), cache=cache)
+            h = x + a  # (B, T, D)
+        out = h + self.mlp(self.post_attention_layernorm(h))  # (B, T, D)
+        return out if cache is None else (out, cache)
+
+
+class LlamaModel(nn.Module):
+    """Embedding, layers and the final norm: ids ``(B, T)`` -> hidden ``(B, T, D)``."""
+
+    embed_tokens: nn.Embedding
+    layers: tuple[LlamaDecoderLayer, ...] | nn.Stacked
+    norm: nn.RMSNorm
+
+    def __init__(self, config: LlamaConfig, *, key: jax.Array):
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, key=nn.subkey(key, "embed_tokens"),
+                                         weight_init=jax.nn.initializers.normal(0.02))
+        if config.scan_layers:
+            self.layers = nn.Stacked(lambda k: LlamaDecoderLayer(config, key=k), config.num_layers,
+                                     key=nn.subkey(key, "layers"), remat=config.remat)
+        else:
+            self.layers = tuple(LlamaDecoderLayer(config, key=nn.subkey(key, f"layers[{i}]"))
+                                for i in range(config.num_layers))
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+
+    def __call__(self, ids: jax.Array, *, cache=None):
+        x = self.embed_tokens(ids)  # (B, T, D)
+        if isinstance(self.layers, nn.Stacked):
+            if cache is None:
+                x = self.layers(x)  # lax.scan over the stacked layers
+            else:
+                def body(h, xs):
+                    layer, layer_cache = xs
+                    return layer(h, cache=layer_cache)
+
+                x, new = jax.lax.scan(body, x, (self.layers.layer, cache.layer))
+                cache = nn.replace(cache, layer=new)
+        elif cache is None:
+            for layer in self.layers:
+                x = layer(x)  # (B, T, D)
+        else:
+            new_caches = []
+            for layer, layer_cache in zip(self.layers, cache, strict=True):
+                x, layer_cache = layer(x, cache=layer_cache)
+                new_caches.append(layer_cache)
+            cache = tuple(new_caches)
+        x = self.norm(x)  # (B, T, D)
+        return x if cache is None else (x, cache)
+
+
+class Llama(nn.Module):
+    """Token ids ``(B, T)`` -> next-token logits ``(B, T, vocab_size)``.
+
+    * ``model(ids)``: causal logits over the whole sequence (positions ``0 .. T-1``).
+    * ``model(ids, cache=cache)``: decode with a cache from ``init_cache``; returns
+      ``(logits, new_cache)``, the new tokens at positions ``cache index ...``.
+    """
+
+    model: LlamaModel
+    lm_head: nn.Linear | None
+    config: LlamaConfig = nn.static()
+
+    def __init__(self, config: LlamaConfig, *, key: jax.Array):
+        self.config = config
+        self.model = LlamaModel(config, key=nn.subkey(key, "model"))
+        self.lm_head = None
+        if not config.tie_embeddings:
+            self.lm_head = _linear(config.hidden_size, config.vocab_size, ("embed", "vocab"),
+                                   key=nn.subkey(key, "lm_head"), use_bias=False)
+
+    def init_cache(self, batch: int, max_len: int | None = None, *, dtype=jnp.float32):
+        """An empty KV cache for ``batch`` sequences of up to ``max_len`` (default ``config.max_len``) tokens.
+
+        A tuple of ``nn.KVCache`` (one per layer), or with ``scan_layers`` one
+        ``nn.Stacked`` of them (arrays ``(num_layers, B, max_len, kv_heads, head_dim)``).
+        """
+        c = self.config
+        max_len = c.max_len if max_len is None else max_len
+        if max_len > c.max_len:
+            raise ValueError(f"init_cache: max_len={max_len} exceeds the model's max_len={c.max_len}.")
+        one = nn.KVCache(batch, max_len, c.kv_heads, c.dims_per_head, dtype=dtype)
+        if c.scan_layers:
+            return nn.Stacked.from_layers([one] * c.num_layers)
+        return (one,) * c.num_layers
+
+    def __call__(self, ids: jax.Array, *, cache=None, key: jax.Array | None = None):
+        del key  # no dropout in Llama; accepted so every model takes key=
+        ids = jnp.asarray(ids)
+        if ids.ndim != 2 or not jnp.issubdtype(ids.dtype, jnp.integer):
+            raise nn.ShapeError(
+                f"Llama expects integer token ids (B, T), got {ids.dtype}{list(ids.shape)}. "
+                f"A single sequence needs ids[None]."
+            )
+        out = self.model(ids, cache=cache)
+        h, cache = (out, None) if cache is None else out  # (B, T, D)
+        logits = self.model.embed_tokens.attend(h) if self.lm_head is None else self.lm_head(h)  # (B, T, V)
+        return logits if cache is None else (logits, cache)

@@ -1,0 +1,304 @@
+"""Checkpoints: orbax ``CheckpointManager`` with async saves, exact resume, and skipping bad ones.
+
+Layout of ``<workdir>/checkpoints/<step>/`` (one directory per saved step)::
+
+    state/    the TrainState (model, opt_state, step, rng, ema): orbax StandardSave,
+              sharded arrays in OCDBT/Zarr, restorable onto any mesh
+    data/     the data iterator's position: grain's orbax handler, one
+              ``process_<i>-of-<n>.json`` per process
+    config/   the resolved run config, as JSON (given by the caller)
+    run/      JSON facts needed to restore safely: process count, mesh shape, format
+
+Everything is arrays or JSON: no pickle anywhere.
+
+Saving is asynchronous: ``save`` returns once the arrays are copied off the
+devices, and the files are written in a background thread. Orbax writes into a
+``<step>.orbax-checkpoint-tmp-*`` directory and renames it when complete, so a
+crash (even ``kill -9``) mid-save leaves the earlier checkpoints untouched.
+
+Restoring tries the newest checkpoint first. An interrupted save (a leftover tmp
+directory) and a checkpoint that fails to read (missing or truncated files,
+corrupt JSON) are skipped with a ``CheckpointWarning`` naming the directory;
+the next older one is tried. Skipped checkpoints newer than the one restored are
+moved to ``<workdir>/checkpoints_skipped/`` so the resumed run can save those
+steps again. If checkpoints exist but none restores, that is an error: a run
+never silently starts over.
+
+Iterators: any iterator with ``get_state()``/``set_state()`` is saved through
+grain's orbax handler (``grain.checkpoint.CheckpointSave``), one JSON file per
+process. That handler only half duck-types: a grain ``DatasetIterator`` must give
+a dict, anything else must give bytes and have ``start_prefetch()``. So the state
+is read at save time into a small snapshot (bytes as they are, dicts as JSON), and
+restored through an adapter that gives the iterator back what its ``get_state``
+returns. grain iterators, baobab.data loaders and plain iterators with JSON states
+all work. A state the iterator refuses (another stream, other worker counts) is an
+error, not a corrupt checkpoint. With another process count, an iterator that can
+``reposition`` (baobab.data loaders) gets the saved state and decides; any other is
+refused with the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from ._core import TrainState
+
+__all__ = ["Checkpointer", "CheckpointWarning", "Restored", "supports_state"]
+
+log = logging.getLogger("baobab.train")
+
+FORMAT = 1
+TMP_MARK = ".orbax-checkpoint-tmp"
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was found incomplete or unreadable, and skipped."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """What ``Checkpointer.restore`` found: the state, its step, and the saved config."""
+
+    state: TrainState
+    step: int
+    config: dict | None
+    path: Path
+
+
+def supports_state(iterator: Any) -> bool:
+    """Whether ``iterator`` can be checkpointed (has ``get_state`` and ``set_state``)."""
+    return callable(getattr(iterator, "get_state", None)) and callable(getattr(iterator, "set_state", None))
+
+
+class _Snapshot:
+    """An iterator state frozen at save time, in the form grain's handler writes (bytes)."""
+
+    def __init__(self, iterator: Any):
+        state = iterator.get_state()
+        if isinstance(state, bytes):  # grain's DataLoader and baobab.data loaders: JSON bytes
+            self._bytes = state
+            return
+        try:
+            self._bytes = json.dumps(state).encode()
+        except TypeError as e:
+            raise TypeError(
+                f"{type(iterator).__name__}.get_state() returned a state that is not JSON "
+                f"({e}). Checkpoints hold no pickle: return plain dicts, lists, numbers and "
+                f"strings (or JSON bytes).") from None
+
+    def get_state(self) -> bytes:
+        return self._bytes
+
+
+class _RestoreTarget:
+    """Receives the saved bytes from grain's handler and hands them to ``iterator``.
+
+    The iterator gets bytes back if its ``get_state`` gives bytes, else the decoded
+    JSON. If it refuses the state (a different stream, other worker counts), that is
+    a ``_Mismatch``: the checkpoint is fine, the run does not fit it.
+    """
+
+    def __init__(self, iterator: Any):
+        self.iterator = iterator
+        self.wants_bytes = (not isinstance(iterator, grain.DatasetIterator)
+                            and isinstance(iterator.get_state(), bytes))
+
+    def set_state(self, state: bytes) -> None:
+        try:
+            self.iterator.set_state(state if self.wants_bytes else json.loads(state))
+        except Exception as e:
+            raise _Mismatch(f"The data iterator ({type(self.iterator).__name__}) refused the saved "
+                            f"position: {type(e).__name__}: {e}") from e
+
+    def start_prefetch(self) -> None:
+        start = getattr(self.iterator, "start_prefetch", None)
+        if callable(start):
+            start()
+
+
+class Checkpointer:
+    """Save and restore ``TrainState`` + iterator position + config under ``directory``.
+
+    Keeps the newest ``keep_last`` checkpoints plus, if ``keep_every`` is set, every
+    checkpoint whose step is a multiple of it. All processes call ``save`` and
+    ``restore`` (orbax coordinates them); each writes its own shards.
+
+    >>> import tempfile, jax, jax.numpy as jnp, optax
+    >>> from baobab import nn, train
+    >>> mesh = train.make_mesh(devices=jax.devices()[:1])
+    >>> state = train.create_state(lambda k: nn.Linear(2, 2, key=k), optax.sgd(0.1),
+    ...                            mesh=mesh, rules=nn.DEFAULT_RULES)
+    >>> ckpt = train.Checkpointer(tempfile.mkdtemp() + "/checkpoints")
+    >>> _ = ckpt.save(0, state, config={"lr": 0.1}); ckpt.wait()
+    >>> target = train.abstract_state(lambda k: nn.Linear(2, 2, key=k), optax.sgd(0.1),
+    ...                               mesh=mesh, rules=nn.DEFAULT_RULES)
+    >>> restored = ckpt.restore(target)
+    >>> restored.step, restored.config
+    (0, {'lr': 0.1})
+    >>> ckpt.close()
+    """
+
+    def __init__(self, directory: str | Path, *, keep_last: int = 3, keep_every: int | None = None,
+                 async_save: bool = True):
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}.")
+        self.directory = Path(directory).absolute()
+        self._warn_incomplete()
+        policies: list[Any] = [ocp.checkpoint_managers.LatestN(keep_last)]
+        if keep_every:
+            policies.append(ocp.checkpoint_managers.EveryNSteps(keep_every))
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    # ------------------------------------------------------------------------------ saving
+
+    def save(self, step: int, state: TrainState, *, data_iterator: Any = None,
+             config: Mapping[str, Any] | None = None, mesh_shape: Mapping[str, int] | None = None) -> float:
+        """Start saving ``state`` at ``step``; returns the seconds the caller was blocked.
+
+        The iterator's position is read now, so the caller may keep drawing batches.
+        A step that is already saved is left alone (returns 0.0).
+        """
+        if step in self.manager.all_steps():
+            return 0.0
+        run = {"format": FORMAT, "step": step, "process_count": jax.process_count(),
+               "mesh": dict(mesh_shape or {}), "data": None}
+        items: dict[str, Any] = {"state": ocp.args.StandardSave(state)}
+        if data_iterator is not None and supports_state(data_iterator):
+            items["data"] = grain.checkpoint.CheckpointSave(_Snapshot(data_iterator))
+            run["data"] = type(data_iterator).__name__
+        if config is not None:
+            items["config"] = ocp.args.JsonSave(dict(config))
+        items["run"] = ocp.args.JsonSave(run)
+        start = time.perf_counter()
+        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        return time.perf_counter() - start
+
+    def wait(self) -> None:
+        """Block until every started save is durable on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+    @property
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    # ---------------------------------------------------------------------------- restoring
+
+    def restore(self, target: TrainState, *, data_iterator: Any = None) -> Restored | None:
+        """Restore the newest readable checkpoint into ``target``'s shapes and shardings.
+
+        ``target`` is abstract (``train.abstract_state``) or concrete; arrays are
+        placed with its shardings, so the mesh may differ from the one that saved.
+        Returns None when there is no checkpoint at all.
+        """
+        failures: list[tuple[Path, BaseException]] = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            path = self.directory / str(step)
+            try:
+                restored = self._restore_step(step, target, data_iterator)
+            except _Mismatch:
+                raise
+            except Exception as e:  # unreadable: skip it and try the next older one
+                failures.append((path, e))
+                warnings.warn(
+                    f"Checkpoint {path} could not be restored and is skipped "
+                    f"({type(e).__name__}: {str(e)[:300]}). Trying an older checkpoint.",
+                    CheckpointWarning, stacklevel=2)
+                continue
+            if failures:
+                self._set_aside([p for p, _ in failures])
+            return restored
+        if failures:
+            listing = "\n  ".join(f"{p}: {type(e).__name__}: {str(e)[:200]}" for p, e in failures)
+            raise RuntimeError(
+                f"None of the {len(failures)} checkpoints in {self.directory} could be restored:\n"
+                f"  {listing}\nIf the model or optimizer changed since they were written, use a "
+                f"new workdir; to start over on purpose, move the checkpoints away.") from failures[0][1]
+        return None
+
+    def _restore_step(self, step: int, target: TrainState, data_iterator: Any) -> Restored:
+        path = self.directory / str(step)
+        run = self.manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore())).run
+        items: dict[str, Any] = {"state": ocp.args.StandardRestore(target)}
+        if (path / "config").exists():
+            items["config"] = ocp.args.JsonRestore()
+        reposition_from = None
+        if run.get("data") and data_iterator is not None:
+            if not supports_state(data_iterator):
+                warnings.warn(
+                    f"Checkpoint {path} holds a data-iterator position, but "
+                    f"{type(data_iterator).__name__} has no set_state: the data will restart "
+                    f"from its beginning.", CheckpointWarning, stacklevel=3)
+            elif run["process_count"] == jax.process_count():
+                items["data"] = grain.checkpoint.CheckpointRestore(_RestoreTarget(data_iterator))
+            elif callable(getattr(data_iterator, "reposition", None)):
+                # A baobab.data loader decides itself: refuse, or restart at the saved step.
+                reposition_from = path / "data" / f"process_0-of-{run['process_count']}.json"
+            else:
+                raise _Mismatch(
+                    f"Checkpoint {path} was written by {run['process_count']} processes, and "
+                    f"this run has {jax.process_count()}. Each process's data position is saved "
+                    f"separately and cannot be split or merged; resume with "
+                    f"{run['process_count']} processes, or use an iterator that can reposition "
+                    f"(baobab.data loaders with on_mismatch='reposition').")
+        result = self.manager.restore(step, args=ocp.args.Composite(**items))
+        if reposition_from is not None:
+            _RestoreTarget(data_iterator).set_state(reposition_from.read_bytes())
+        config = result.config if "config" in items else None
+        return Restored(state=result.state, step=step, config=config, path=path)
+
+    # ------------------------------------------------------------------------ bad checkpoints
+
+    def _warn_incomplete(self) -> None:
+        if not self.directory.exists():
+            return
+        for entry in sorted(self.directory.iterdir()):
+            if TMP_MARK in entry.name:
+                warnings.warn(
+                    f"Incomplete checkpoint {entry} (a save was interrupted, e.g. by kill -9) "
+                    f"is skipped and removed; earlier checkpoints are intact.",
+                    CheckpointWarning, stacklevel=3)
+
+    def _set_aside(self, paths: list[Path]) -> None:
+        aside = self.directory.parent / (self.directory.name + "_skipped")
+        if jax.process_index() == 0:
+            aside.mkdir(parents=True, exist_ok=True)
+            for p in paths:
+                dest = aside / p.name
+                n = 1
+                while dest.exists():
+                    dest, n = aside / f"{p.name}.{n}", n + 1
+                shutil.move(str(p), str(dest))
+                log.warning("Moved unreadable checkpoint %s to %s.", p, dest)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("baobab_checkpoint_set_aside")
+        self.manager.reload()
+
+
+class _Mismatch(ValueError):
+    """The checkpoint is readable but cannot fit this run: an error, not a skip."""
