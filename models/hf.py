@@ -58,7 +58,8 @@ from .vit import ViTConfig
 
 __all__ = [
     "NameTable", "LAYOUTS", "to_baobab_layout", "to_torch_layout", "load_hf", "hf_state_dict",
-    "gpt2_names", "llama_names", "bert_names", "vit_names", "resnet_names", "config_from_hf",
+    "gpt2_names", "llama_names", "bert_names", "vit_names", "resnet_names", "NAME_TABLES", "names_for",
+    "config_from_hf",
 ]
 
 LAYOUTS = ("same", "linear", "conv")
@@ -340,6 +341,20 @@ def resnet_names(config: ResNetConfig) -> NameTable:
     rules += [(f"{block}downsample.1.{s}", f"layer{{s}}[{{b}}].downsample[1].{s}", "same") for s in bn]
     rules += [("fc.weight", "fc.weight", "linear"), ("fc.bias", "fc.bias", "same")]
     return NameTable(tuple(rules), ignore=(r".*num_batches_tracked",))
+
+
+#: model kind -> the function giving its table for a config.
+NAME_TABLES = {"gpt2": gpt2_names, "llama": llama_names, "bert": bert_names, "vit": vit_names,
+               "resnet": resnet_names}
+
+
+def names_for(config: Any) -> NameTable:
+    """The name table for a model config (by its ``kind``)."""
+    fn = NAME_TABLES.get(getattr(config, "kind", None))
+    if fn is None:
+        raise ValueError(f"no upstream name table for kind {getattr(config, 'kind', None)!r}; "
+                         f"tables exist for {sorted(NAME_TABLES)}.")
+    return fn(config)
 
 
 # ----------------------------------------------------------------------------------------

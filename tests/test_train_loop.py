@@ -78,6 +78,19 @@ def test_resume_is_bit_identical_with_a_plain_stateful_iterator(tmp_path, one_de
         run(tmp_path / "b", 8, one_device, data=S.NumpyBatches(seed=1))  # not skipped as corrupt
 
 
+def test_resume_is_bit_identical_with_a_baobab_data_loader(tmp_path, one_device):
+    """baobab.data loaders: JSON-bytes state, already-global jax.Array batches."""
+    from baobab import data
+
+    x, y = S.dataset()
+    loader = data.train_loader(data.from_arrays({"x": x, "y": y}), batch_size=32, seed=0,
+                               mesh=one_device, rules=RULES)
+    for workdir, steps in ((tmp_path / "a", 5), (tmp_path / "b", 2), (tmp_path / "b", 5)):
+        with iter(loader) as batches:
+            run(workdir, steps, one_device, data=batches)
+    assert S.losses(tmp_path / "b") == S.losses(tmp_path / "a")
+
+
 def test_an_iterator_without_state_is_fast_forwarded(tmp_path, one_device):
     def plain(n):  # no get_state: the loop skips the batches already used
         it = S.NumpyBatches()

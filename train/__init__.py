@@ -6,19 +6,24 @@ The public names are re-exported explicitly below and pinned by
 ``tests/test_train_api.py``.
 """
 
+# The contract: state, loss and eval functions.
 from ._core import Batch as Batch
 from ._core import EvalFn as EvalFn
 from ._core import LossFn as LossFn
 from ._core import TrainState as TrainState
 from ._core import call_loss as call_loss
+
+# Meshes, rules and batches.
 from ._mesh import STRATEGY_RULES as STRATEGY_RULES
 from ._mesh import MeshSpec as MeshSpec
 from ._mesh import batch_sharding as batch_sharding
 from ._mesh import local_rows as local_rows
 from ._mesh import make_mesh as make_mesh
 from ._mesh import put_batch as put_batch
-from ._nonfinite import NonFiniteError as NonFiniteError
-from ._nonfinite import leaf_paths as leaf_paths
+from ._distributed import distributed_environment as distributed_environment
+from ._distributed import initialize_distributed as initialize_distributed
+
+# Optimizers, the state and the step.
 from ._optim import adamw as adamw
 from ._optim import learning_rate_of as learning_rate_of
 from ._optim import only_trainable as only_trainable
@@ -28,15 +33,17 @@ from ._state import create_state as create_state
 from ._state import state_shardings as state_shardings
 from ._step import jit_step as jit_step
 from ._step import make_train_step as make_train_step
+from ._nonfinite import NonFiniteError as NonFiniteError
+from ._nonfinite import leaf_paths as leaf_paths
+from ._eval import evaluate as evaluate
+from ._eval import make_eval_step as make_eval_step
+
+# Checkpoints, metrics and the loop.
 from ._checkpoint import Checkpointer as Checkpointer
 from ._checkpoint import CheckpointWarning as CheckpointWarning
 from ._checkpoint import Restored as Restored
-from ._distributed import distributed_environment as distributed_environment
-from ._distributed import initialize_distributed as initialize_distributed
-from ._eval import evaluate as evaluate
-from ._eval import make_eval_step as make_eval_step
+from ._metrics import MetricWriter as MetricWriter
+from ._metrics import read_metrics as read_metrics
 from ._loop import TrainerSettings as TrainerSettings
 from ._loop import TrainResult as TrainResult
 from ._loop import train as train
-from ._metrics import MetricWriter as MetricWriter
-from ._metrics import read_metrics as read_metrics

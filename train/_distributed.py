@@ -61,7 +61,7 @@ def initialize_distributed() -> int:
     """Start ``jax.distributed`` if the environment asks for it; returns the process count."""
     kind = distributed_environment()
     if kind is None or jax.distributed.is_initialized():
-        return jax.process_count() if kind is not None else 1
+        return jax.process_count()
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # used only by the CPU backend
     try:
         if kind == "explicit":

@@ -191,11 +191,16 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
                  precision=settings.precision)
     checkpointer = Checkpointer(workdir / "checkpoints", keep_last=settings.keep_checkpoints,
                                 keep_every=settings.keep_every, async_save=settings.async_checkpoints)
-    if not settings.resume and checkpointer.all_steps():
-        raise ValueError(
-            f"{checkpointer.directory} already has checkpoints {checkpointer.all_steps()} and "
-            f"resume=False. Use a new workdir, or resume=True to continue that run.")
-    restored = checkpointer.restore(abstract_state(model, optimizer, **build), data_iterator=data_iter)
+    try:
+        if not settings.resume and checkpointer.all_steps():
+            raise ValueError(
+                f"{checkpointer.directory} already has checkpoints {checkpointer.all_steps()} and "
+                f"resume=False. Use a new workdir, or resume=True to continue that run.")
+        restored = checkpointer.restore(abstract_state(model, optimizer, **build),
+                                        data_iterator=data_iter)
+    except BaseException:
+        checkpointer.close()
+        raise
     if restored is not None:
         state, start = restored.state, restored.step
         if is_chief:
@@ -231,7 +236,7 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
     step, batch, pending, skipped = start, None, [], []
     last_metrics: dict[str, float] = {}
     last_eval: dict[str, float] = {}
-    preempted = False
+    preempted = tracing = False
 
     def next_batch() -> dict[str, jax.Array] | None:
         try:
@@ -252,7 +257,8 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
                 continue
             index = int(m["first_nonfinite_grad"])
             path = paths[index] if index >= 0 else None
-            where = f"the gradient of {path}" if path else f"the loss ({float(m['loss'])})"
+            where = (f"the gradient of {path} (the first non-finite one in tree order)" if path
+                     else f"the loss ({float(m['loss'])})")
             if settings.on_nonfinite == "skip":
                 skipped.append(s)
                 log.warning("Step %d: non-finite %s; the update was skipped.", s, where)
@@ -260,8 +266,8 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
             checkpointer.wait()
             last = checkpointer.latest_step
             raise NonFiniteError(
-                f"Step {s}: non-finite value in {where} (first bad parameter in tree order). The "
-                f"update was not applied. Last good checkpoint: "
+                f"Step {s}: non-finite value in {where}. The update was not applied. "
+                f"Last good checkpoint: "
                 f"{'none' if last is None else f'step {last} in {checkpointer.directory}'}. "
                 f"Lower the learning rate, add clipping, check the data, or pass "
                 f"on_nonfinite='skip' to drop bad steps.", step=s, path=path, last_checkpoint=last)
@@ -302,6 +308,9 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
             compiled = jit_step(step_fn, state, mesh=mesh, rules=rules).lower(state, batch).compile()
             compile_s = time.perf_counter() - t0
             rows = _global_rows(batch)
+            if settings.tokens_key is not None and settings.tokens_key not in batch:
+                raise ValueError(f"TrainerSettings.tokens_key={settings.tokens_key!r} is not a batch "
+                                 f"key; the batch has {sorted(batch)}.")
             tokens = batch[settings.tokens_key].size if settings.tokens_key else None
             if is_chief:
                 log.info("Compiled the train step in %.2fs (global batch %d).", compile_s, rows)
@@ -317,9 +326,9 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
                     if batch is None:
                         log.warning("The data ran out at step %d of %d; stopping.", step, settings.steps)
                         break
-                profiling = settings.profile_steps is not None and step + 1 == settings.profile_steps[0]
-                if profiling:
+                if settings.profile_steps is not None and step + 1 == settings.profile_steps[0]:
                     jax.profiler.start_trace(str(workdir / "profile"))
+                    tracing = True
 
                 state, metrics = compiled(state, batch)
                 batch = None
@@ -335,9 +344,10 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
                     if is_chief:
                         log.info("First step took %.3fs.", first_s)
                     interval_start, interval_steps = time.perf_counter(), 0
-                if settings.profile_steps is not None and step == settings.profile_steps[1]:
+                if tracing and step == settings.profile_steps[1]:
                     jax.block_until_ready(state)
                     jax.profiler.stop_trace()
+                    tracing = False
                     if is_chief:
                         log.info("Profile of steps %s written to %s.", settings.profile_steps,
                                  workdir / "profile")
@@ -389,6 +399,8 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
             save()
         checkpointer.wait()
     finally:
+        if tracing:
+            jax.profiler.stop_trace()
         progress.close()
         writer.close()
         checkpointer.close()
