@@ -64,3 +64,11 @@ from ._text import stdlib_text_files as stdlib_text_files
 from ._text import text_corpus as text_corpus
 from ._tokenize import ByteTokenize as ByteTokenize
 from ._tokenize import Tokenize as Tokenize
+from ._config import DATASETS as DATASETS
+from ._config import DataConfig as DataConfig
+from ._config import DataInfo as DataInfo
+from ._config import ImageFolderData as ImageFolderData
+from ._config import MnistData as MnistData
+from ._config import PreparedData as PreparedData
+from ._config import TextData as TextData
+from ._config import build_data as build_data

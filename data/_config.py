@@ -1,0 +1,204 @@
+"""Data sections of experiment configs, and the one table from kind to builder.
+
+An experiment's ``data`` section is one of the configs below, chosen by ``kind``.
+``build_data(config, mesh=..., rules=..., seed=...)`` turns it into a train
+``Loader``, a function returning a fresh exact eval iterator, and a small
+``DataInfo`` (what a model and a loss need to know: classes, vocabulary, shapes).
+
+>>> from baobab import data
+>>> sorted(data.DATASETS)
+['image_folder', 'mnist', 'prepared', 'text']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterable, Literal, Mapping, Optional, Union
+
+import grain
+import numpy as np
+import pydantic
+from jax.sharding import Mesh
+
+from baobab.config import Config, ConfigError
+
+from ._image import Normalize, RandomCrop, RandomFlip, Resize
+from ._image_folder import ImageFolderSource, image_folder
+from ._loader import Loader, eval_loader, train_loader
+from ._metadata import read_metadata
+from ._mnist import mnist
+from ._packing import Pack
+from ._prepared import load_prepared
+from ._text import stdlib_text_files, text_corpus
+from ._tokenize import ByteTokenize, Tokenize
+
+__all__ = ["MnistData", "ImageFolderData", "TextData", "PreparedData", "DataConfig", "DATASETS",
+           "DataInfo", "build_data"]
+
+
+class MnistData(Config):
+    """The embedded MNIST digits (4,000 train / 1,000 test), normalised to [0, 1]."""
+
+    kind: Literal["mnist"] = "mnist"
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    augment: bool = False  # random 28x28 crops of the 2-pixel-padded digit
+    num_threads: int = 0
+
+
+class ImageFolderData(Config):
+    """``root/<class>/*.png|jpg`` folders, resized to ``image_size``."""
+
+    kind: Literal["image_folder"] = "image_folder"
+    train_dir: str
+    eval_dir: Optional[str] = None
+    image_size: tuple[int, int] = (32, 32)
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    augment: bool = True  # random flips and padded crops
+    num_threads: int = 0
+
+
+class TextData(Config):
+    """Text files, tokenised to bytes (or a ``tokenizer.json``), packed into rows.
+
+    ``files=()`` uses the Python standard library's own source files, a real text
+    corpus every Python install carries (``stdlib_limit`` files of it). One file in
+    ``1 / eval_fraction`` (every k-th, by sorted path) is held out for evaluation.
+    """
+
+    kind: Literal["text"] = "text"
+    files: tuple[str, ...] = ()
+    stdlib_limit: Optional[int] = 300
+    eval_fraction: float = 0.05
+    seq_len: int = 128
+    batch_size: int = 16
+    eval_batch_size: int = 16
+    eval_rows: int = 64
+    tokenizer: str = "bytes"  # "bytes" (vocabulary 256) or a path to a tokenizer.json
+    num_threads: int = 0
+
+
+class PreparedData(Config):
+    """A folder written by ``baobab data prepare`` (ArrayRecord shards + metadata.json)."""
+
+    kind: Literal["prepared"] = "prepared"
+    path: str
+    train_split: str = "train"
+    eval_split: Optional[str] = "test"
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    num_threads: int = 0
+
+
+DataConfig = Annotated[Union[MnistData, ImageFolderData, TextData, PreparedData], pydantic.Field(discriminator="kind")]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What the model and the loss need to know about a dataset."""
+
+    task: str  # "classification" or "language_model"
+    num_classes: int | None = None
+    vocab_size: int | None = None
+    image_shape: tuple[int, ...] | None = None
+    seq_len: int | None = None
+
+
+Built = tuple[Loader, Optional[Callable[[], Iterable[Mapping[str, Any]]]], DataInfo]
+
+
+def _eval_factory(loader: Loader | None) -> Callable[[], Iterable[Mapping[str, Any]]] | None:
+    return None if loader is None else (lambda: iter(loader))
+
+
+def _mnist(cfg: MnistData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
+    norm = Normalize()
+    augment = (RandomCrop((28, 28), padding=2),) if cfg.augment else ()
+    train = train_loader(mnist("train"), batch_size=cfg.batch_size, transforms=augment + (norm,), seed=seed,
+                         mesh=mesh, rules=rules, num_threads=cfg.num_threads)
+    test = eval_loader(mnist("test"), batch_size=cfg.eval_batch_size, transforms=(norm,), mesh=mesh, rules=rules)
+    return train, _eval_factory(test), DataInfo("classification", num_classes=10, image_shape=(28, 28, 1))
+
+
+def _image_folder(cfg: ImageFolderData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
+    folder = ImageFolderSource(cfg.train_dir, mode="RGB")
+    source = grain.MapDataset.source(folder)
+    resize, norm = Resize(cfg.image_size), Normalize(mean=0.5, std=0.25)
+    augment = (RandomFlip(), RandomCrop(cfg.image_size, padding=max(cfg.image_size) // 8)) if cfg.augment else ()
+    train = train_loader(source, batch_size=cfg.batch_size, transforms=(resize,) + augment + (norm,), seed=seed,
+                         mesh=mesh, rules=rules, num_threads=cfg.num_threads)
+    test = None
+    if cfg.eval_dir:
+        test = eval_loader(image_folder(cfg.eval_dir, mode="RGB"), batch_size=cfg.eval_batch_size,
+                           transforms=(resize, norm), mesh=mesh, rules=rules)
+    return train, _eval_factory(test), DataInfo("classification", num_classes=len(folder.classes),
+                                                image_shape=(*cfg.image_size, 3))
+
+
+def _text(cfg: TextData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
+    files = [Path(f) for f in cfg.files] if cfg.files else stdlib_text_files(cfg.stdlib_limit)
+    files = sorted(files)
+    if not 0.0 < cfg.eval_fraction < 1.0:
+        raise ConfigError(f"data.eval_fraction = {cfg.eval_fraction}: must be between 0 and 1 (exclusive)")
+    every = max(2, round(1 / cfg.eval_fraction))
+    eval_files = files[::every]
+    train_files = [f for i, f in enumerate(files) if i % every]
+    if not train_files or not eval_files:
+        raise ConfigError(f"data.files: {len(files)} file(s) cannot be split into train and eval; give more files")
+    if cfg.tokenizer == "bytes":
+        tokenize, vocab = ByteTokenize(), 256
+    else:
+        tokenize = Tokenize(cfg.tokenizer)
+        vocab = tokenize.vocab_size
+    pack = Pack(length=cfg.seq_len + 1)  # inputs are tokens[:-1], targets tokens[1:]
+    train = train_loader(text_corpus(train_files), batch_size=cfg.batch_size, transforms=(tokenize,), pack=pack,
+                         seed=seed, mesh=mesh, rules=rules, num_threads=cfg.num_threads)
+    # The eval split is packed once, in order, into a fixed set of rows: an exact pass.
+    docs = text_corpus(eval_files).map(tokenize).to_iter_dataset()
+    rows = []
+    for row in pack(docs):
+        rows.append({k: np.asarray(v) for k, v in row.items()})
+        if len(rows) == cfg.eval_rows:
+            break
+    test = eval_loader(grain.MapDataset.source(rows), batch_size=cfg.eval_batch_size, mesh=mesh, rules=rules)
+    return train, _eval_factory(test), DataInfo("language_model", vocab_size=vocab, seq_len=cfg.seq_len)
+
+
+def _prepared(cfg: PreparedData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
+    meta = read_metadata(cfg.path)
+    features = meta.get("features", {})
+    source = load_prepared(cfg.path, cfg.train_split)
+    if "image" in features:
+        norm = (Normalize(),)
+        shape = tuple(features["image"].get("shape", ())) or None
+        num_classes = meta.get("num_classes") or len(meta.get("classes", ())) or None
+        info = DataInfo("classification", num_classes=num_classes, image_shape=shape)
+    else:
+        norm = ()
+        info = DataInfo("language_model", vocab_size=meta.get("vocab_size"))
+    train = train_loader(source, batch_size=cfg.batch_size, transforms=norm, seed=seed, mesh=mesh, rules=rules,
+                         num_threads=cfg.num_threads)
+    test = None
+    if cfg.eval_split:
+        test = eval_loader(load_prepared(cfg.path, cfg.eval_split), batch_size=cfg.eval_batch_size,
+                           transforms=norm, mesh=mesh, rules=rules)
+    return train, _eval_factory(test), info
+
+
+#: The one table from ``data.kind`` to its config class and builder.
+DATASETS: dict[str, tuple[type[Config], Callable[..., Built]]] = {
+    "mnist": (MnistData, _mnist),
+    "image_folder": (ImageFolderData, _image_folder),
+    "text": (TextData, _text),
+    "prepared": (PreparedData, _prepared),
+}
+
+
+def build_data(config: Config, *, mesh: Mesh, rules: Mapping[str, Any], seed: int = 0) -> Built:
+    """``(train_loader, eval_iterator_factory or None, DataInfo)`` for a data section."""
+    kind = getattr(config, "kind", None)
+    if kind not in DATASETS:
+        raise ConfigError(f"data.kind = {kind!r}: unknown; valid kinds: {sorted(DATASETS)}")
+    return DATASETS[kind][1](config, mesh, rules, seed)
