@@ -1,11 +1,28 @@
-"""The ``baobab`` command. Each subcommand is one small function; later issues add more."""
+"""The ``baobab`` command. Each subcommand is one small function.
+
+Exit codes: 0 success (also a run stopped by SIGTERM/SIGINT after checkpointing),
+1 the run itself failed (non-finite loss, a target not reached), 2 a user error
+(bad config, unknown key, missing file): one line on stderr, no traceback
+(``--debug`` shows it).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import textwrap
+from pathlib import Path
 
 from baobab import __version__
+
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, TypeError)
+
+TRAIN_EXAMPLES = """examples:
+  baobab train                                   # the embedded default: a CNN on embedded MNIST
+  baobab train configs/mnist_cnn.py trainer.steps=2000 optimizer.lr=3e-4
+  baobab train configs/gpt_bytes.py mesh.fsdp=4 mesh.tensor=2 mesh.data=1
+"""
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -56,6 +73,149 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     prepare.set_defaults(func=_data_prepare)
 
 
+def _experiment(args: argparse.Namespace):
+    from baobab.config import load_config
+    from baobab.experiment import ExperimentConfig
+    from baobab.config import apply_overrides
+
+    if args.config is None:
+        return apply_overrides(ExperimentConfig(), args.overrides)
+    if "=" in args.config and not Path(args.config).exists():  # `baobab train key=value` with no CONFIG
+        return apply_overrides(ExperimentConfig(), [args.config, *args.overrides])
+    config = load_config(args.config, args.overrides)
+    if not isinstance(config, ExperimentConfig):
+        from baobab.config import ConfigError
+
+        raise ConfigError(f"{args.config}: get_config() must return a baobab.experiment.ExperimentConfig")
+    return config
+
+
+def _train(args: argparse.Namespace) -> int:
+    from baobab.experiment import run_train
+
+    config = _experiment(args)
+    result = run_train(config)
+    if result.preempted:
+        print(f"stopped by a signal at step {result.step}; checkpoint saved in {config.trainer.workdir}",
+              file=sys.stderr)
+        return 0
+    print(json.dumps({"step": result.step, **result.metrics, **result.eval_metrics}, sort_keys=True))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from baobab.experiment import load_run, run_eval
+
+    metrics = run_eval(load_run(args.run, args.overrides))
+    print(json.dumps(metrics, sort_keys=True))
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from baobab.experiment import plan
+
+    report = plan(_experiment(args))
+    gib = lambda b: "?" if b is None else f"{b / 2**30:.3f} GiB"
+    print(report["summary"])
+    print(textwrap.dedent(f"""
+        parameters       {report["parameters"]:,}
+        mesh             {report["mesh"]} ({report["devices"]} devices)
+        global batch     {report["global_batch"]}
+        FLOPs per step   {report["flops_per_step"]:.4g} (XLA cost analysis, per device)
+        per device       arguments {gib(report["argument_bytes"])}, outputs {gib(report["output_bytes"])}, \
+temporaries {gib(report["temp_bytes"])} (XLA memory analysis)
+        compile          {report["compile_seconds"]:.1f} s""").strip())
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from baobab import models
+    from baobab.config import ConfigError
+    from baobab.experiment import load_run, restore_model
+
+    config = load_run(args.run, args.overrides)
+    if config.model.kind not in ("gpt2", "llama"):
+        raise ConfigError(f"{args.run}: model.kind = {config.model.kind!r} is not a language model")
+    tokenizer = getattr(config.data, "tokenizer", "bytes")
+    if tokenizer == "bytes":
+        ids = list(args.prompt.encode("utf-8"))
+        decode = lambda toks: bytes(int(t) for t in toks if t < 256).decode("utf-8", errors="replace")
+    else:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(tokenizer)
+        ids = tok.encode(args.prompt).ids
+        decode = lambda toks: tok.decode([int(t) for t in toks])
+    if not ids:
+        raise ConfigError("--prompt is empty; give at least one character")
+    model, step = restore_model(config)
+    out = models.generate(nn_eval(model), jnp.asarray([ids], jnp.int32), args.steps, temperature=args.temperature,
+                          top_k=args.top_k, top_p=args.top_p, key=jax.random.key(args.seed))
+    print(args.prompt + decode(np.asarray(out[0, len(ids):])))
+    return 0
+
+
+def nn_eval(model):
+    from baobab import nn
+
+    return nn.eval_mode(model)
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from baobab.plot import plot_runs
+
+    written = plot_runs(args.runs, args.out, keys=args.keys)
+    print(f"wrote {written}")
+    return 0
+
+
+def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    train = sub.add_parser("train", help="train (or resume) a run from a config", epilog=TRAIN_EXAMPLES,
+                           formatter_class=fmt)
+    train.add_argument("config", nargs="?", default=None,
+                       help="a Python config file with get_config(); none: the embedded default")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optimizer.lr=3e-4")
+    train.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="evaluate a run's newest checkpoint on its eval split", formatter_class=fmt,
+                        epilog="examples:\n  baobab eval runs/default\n  baobab eval runs/default data.eval_batch_size=100\n")
+    ev.add_argument("run", help="a run directory (trainer.workdir) or a checkpoint inside it")
+    ev.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
+    ev.set_defaults(func=_eval)
+
+    pl = sub.add_parser("plan", help="parameters, FLOPs, memory and shardings of a run, compiled ahead of time",
+                        formatter_class=fmt,
+                        epilog="examples:\n  baobab plan configs/gpt2_small.py mesh.data=2 mesh.fsdp=4\n")
+    pl.add_argument("config", nargs="?", default=None, help="a Python config file; none: the embedded default")
+    pl.add_argument("overrides", nargs="*", help="key=value overrides")
+    pl.set_defaults(func=_plan)
+
+    gen = sub.add_parser("generate", help="sample text from a trained language-model run", formatter_class=fmt,
+                         epilog='examples:\n  baobab generate runs/gpt_bytes --prompt "def " --steps 200\n'
+                                '  baobab generate runs/gpt_bytes --prompt "import" --temperature 0.8 --top-p 0.9\n')
+    gen.add_argument("run", help="a run directory of a gpt2/llama run")
+    gen.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
+    gen.add_argument("--prompt", required=True, help="text to continue")
+    gen.add_argument("--steps", type=int, default=100, help="new tokens (default 100)")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
+    gen.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
+    gen.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed")
+    gen.set_defaults(func=_generate)
+
+    plot = sub.add_parser("plot", help="PNG curves of runs' metrics.jsonl", formatter_class=fmt,
+                          epilog="examples:\n  baobab plot runs/a runs/b --out curves.png --keys train/loss eval/accuracy\n")
+    plot.add_argument("runs", nargs="+", help="run directories to overlay")
+    plot.add_argument("--out", default="curves.png", help="PNG file to write (default curves.png)")
+    plot.add_argument("--keys", nargs="*", default=None, help="metrics to plot (default: every loss/accuracy)")
+    plot.set_defaults(func=_plot)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="baobab", description="baobab: neural networks on a functional core.")
     parser.add_argument("--version", action="version", version=f"baobab {__version__}")
@@ -64,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(func=_demo)
+    _add_run_parsers(sub)
     _add_data_parser(sub)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks of errors")
     return parser
 
 
@@ -74,7 +236,21 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, KeyError) and message.startswith(("'", '"')):
+            message = message[1:-1]
+        print(f"baobab {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except FloatingPointError as err:  # train.NonFiniteError: the run failed, the user's input was fine
+        if args.debug:
+            raise
+        print(f"baobab {args.command}: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
