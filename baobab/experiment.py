@@ -112,7 +112,7 @@ class ExperimentConfig(Config):
     data: bdata.DataConfig = bdata.MnistData()
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
-    trainer: TrainerConfig = TrainerConfig()
+    trainer: TrainerConfig = TrainerConfig(steps=600)
     mesh: MeshConfig = MeshConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -1,0 +1,20 @@
+"""An MLP on the embedded MNIST digits.
+
+Command:   baobab train configs/mnist_mlp.py
+Hardware:  2-core x86_64 CPU, no GPU
+Wall time: FILL
+Metric:    FILL
+"""
+
+from baobab.data import MnistData
+from baobab.experiment import ExperimentConfig, OptimizerConfig, TrainerConfig
+from baobab.models import MLPConfig
+
+
+def get_config() -> ExperimentConfig:
+    return ExperimentConfig(
+        model=MLPConfig(in_features=784, hidden=(512, 256), dropout=0.2),
+        data=MnistData(batch_size=128),
+        optimizer=OptimizerConfig(kind="adamw", lr=1e-3, weight_decay=1e-4),
+        trainer=TrainerConfig(workdir="runs/mnist_mlp", steps=1000),
+    )
