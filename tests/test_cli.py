@@ -1,0 +1,124 @@
+"""The `baobab` CLI end to end, through subprocesses: exit codes, files, metrics, resume, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BAOBAB = [sys.executable, "-m", "baobab.cli"]
+
+
+def run(*args, cwd, env=None, timeout=600):
+    return subprocess.run([*BAOBAB, *map(str, args)], cwd=cwd, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "optimizer.lrr=1"], "optimizer.lrr: no such key; did you mean optimizer.lr?"),
+    (["train", "trainer.steps=abc"], "trainer.steps: input should be a valid integer"),
+    (["train", "missing.py"], "config file 'missing.py' does not exist"),
+    (["train", "model.kind=rnn"], "model: unknown kind 'rnn'; valid kinds: 'mlp', 'cnn'"),
+    (["train", "model.num_classes=7"], "model.num_classes = 7 but the data has 10 classes"),
+    (["eval", "nowhere"], "'nowhere' is not a baobab run directory"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
+    out = run(*args, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_help_everywhere_with_examples(tmp_path):
+    for cmd in ["train", "eval", "plan", "generate", "plot"]:
+        out = run(cmd, "--help", cwd=tmp_path)
+        assert out.returncode == 0 and "examples:" in out.stdout, cmd
+    out = run("data", "prepare", "--help", cwd=tmp_path)
+    assert out.returncode == 0
+
+
+@pytest.mark.slow
+def test_train_eval_plot_and_resume_after_interrupt(tmp_path):
+    workdir = tmp_path / "run"
+    common = [f"trainer.workdir={workdir}", "trainer.steps=40", "checkpoint.every=10", "logging.log_every=5",
+              "data.eval_batch_size=250"]
+    # An interrupted run: SIGTERM once the first checkpoint exists; it saves and exits 0.
+    proc = subprocess.Popen([*BAOBAB, "train", REPO / "configs" / "mnist_cnn.py", *common, "checkpoint.async_save=false"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (workdir / "checkpoints" / "10").exists() and proc.poll() is None:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    stopped = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert 10 <= stopped < 40
+    # Resume: same command, continues from the checkpoint to the end.
+    out = run("train", REPO / "configs" / "mnist_cnn.py", *common, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    final = last_json(out.stdout)
+    assert final["step"] == 40 and final["eval/accuracy"] > 0.5
+    steps = [r["step"] for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+             if "train/loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 40, steps  # no step logged twice
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["trainer"]["steps"] == 40 and config["model"]["kind"] == "cnn"
+    # eval reloads from the run directory alone, with no config file
+    ev = run("eval", workdir, cwd=tmp_path)
+    assert ev.returncode == 0, ev.stderr
+    assert abs(last_json(ev.stdout)["accuracy"] - final["eval/accuracy"]) < 1e-6
+    png = tmp_path / "curves.png"
+    pl = run("plot", workdir, "--out", png, cwd=tmp_path)
+    assert pl.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", pl.stderr
+
+
+@pytest.mark.slow
+def test_gpt_bytes_trains_generates_and_runs_sharded(tmp_path):
+    workdir = tmp_path / "gpt"
+    out = run("train", REPO / "configs" / "gpt_bytes.py", f"trainer.workdir={workdir}", "trainer.steps=60",
+              "trainer.eval_every=0", "data.stdlib_limit=40", "schedule.warmup_steps=10", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    losses = [r["train/loss"] for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+              if "train/loss" in r]
+    assert losses[-1] < 0.8 * losses[0], losses
+    gen = run("generate", workdir, "--prompt", "def ", "--steps", "20", cwd=tmp_path)
+    assert gen.returncode == 0 and gen.stdout.startswith("def "), gen.stderr
+    # The same config on 8 fake devices, fsdp=4 x tensor=2, by overrides only.
+    sharded = run("train", REPO / "configs" / "gpt_bytes.py", f"trainer.workdir={tmp_path / 'gpt8'}",
+                  "trainer.steps=4", "trainer.eval_every=0", "data.stdlib_limit=40", "mesh.data=1", "mesh.fsdp=4",
+                  "mesh.tensor=2", cwd=tmp_path, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert sharded.returncode == 0, sharded.stderr
+    assert last_json(sharded.stdout)["step"] == 4
+
+
+@pytest.mark.slow
+def test_resnet_on_an_image_folder(tmp_path):
+    subprocess.run([sys.executable, REPO / "scripts" / "make_shapes_dataset.py", tmp_path / "shapes",
+                    "--train", "60", "--test", "30"], check=True)
+    out = run("train", REPO / "configs" / "resnet_folder.py", f"trainer.workdir={tmp_path / 'r'}",
+              f"data.train_dir={tmp_path / 'shapes' / 'train'}", f"data.eval_dir={tmp_path / 'shapes' / 'test'}",
+              "trainer.steps=6", "data.batch_size=12", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    final = last_json(out.stdout)
+    assert final["step"] == 6 and 0.0 <= final["eval/accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_plan_reports_without_allocating(tmp_path):
+    out = run("plan", REPO / "configs" / "gpt_bytes.py", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2", cwd=tmp_path,
+              env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "parameters" in text and "FLOPs per step" in text and "temporaries" in text
+    assert "transformer.h" in text and "P(" in text  # the shardings table
+    assert "{'data': 2, 'fsdp': 2, 'tensor': 2} (8 devices)" in text
