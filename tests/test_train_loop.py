@@ -64,6 +64,7 @@ def test_resume_is_bit_identical_with_a_grain_iterator(tmp_path, one_device, uni
         np.testing.assert_array_equal(value, ref_params[path], err_msg=path)
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_with_a_plain_stateful_iterator(tmp_path, one_device):
     def steps(workdir, n):
         return run(workdir, n, one_device, data=S.NumpyBatches())
@@ -78,6 +79,7 @@ def test_resume_is_bit_identical_with_a_plain_stateful_iterator(tmp_path, one_de
         run(tmp_path / "b", 8, one_device, data=S.NumpyBatches(seed=1))  # not skipped as corrupt
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_with_a_baobab_data_loader(tmp_path, one_device):
     """baobab.data loaders: JSON-bytes state, already-global jax.Array batches."""
     from baobab import data
@@ -91,6 +93,7 @@ def test_resume_is_bit_identical_with_a_baobab_data_loader(tmp_path, one_device)
     assert S.losses(tmp_path / "b") == S.losses(tmp_path / "a")
 
 
+@pytest.mark.slow
 def test_an_iterator_without_state_is_fast_forwarded(tmp_path, one_device):
     def plain(n):  # no get_state: the loop skips the batches already used
         it = S.NumpyBatches()
@@ -223,16 +226,18 @@ def test_nan_skip_policy_drops_the_step_and_goes_on(tmp_path, one_device):
 # --------------------------------------------------------------------------------------
 
 
-def corrupt(step_dir: Path) -> None:
-    for f in (step_dir / "state").rglob("*"):
-        if f.is_file():
-            f.write_bytes(b"")
+def corrupt(step_dir: Path, item: str = "state") -> None:
+    """Truncate every file of one item of a checkpoint (the arrays, or the data position)."""
+    for f in (step_dir / item).rglob("*"):
+        if f.is_file() and f.name != "commit_success.txt":
+            f.write_bytes(b"{" if item == "data" else b"")
 
 
-def test_a_corrupt_checkpoint_is_skipped_with_a_warning(tmp_path, one_device, uninterrupted):
+@pytest.mark.parametrize("item", ["state", "data"])
+def test_a_corrupt_checkpoint_is_skipped_with_a_warning(tmp_path, one_device, uninterrupted, item):
     ref_losses, ref_params, reference = uninterrupted
     workdir = copy_of(reference, tmp_path)
-    corrupt(workdir / "checkpoints" / "8")
+    corrupt(workdir / "checkpoints" / "8", item)
     with pytest.warns(train.CheckpointWarning, match=str(workdir / "checkpoints" / "8")):
         result = run(workdir, 8, one_device, checkpoint_every=2)
     assert (workdir / "checkpoints_skipped" / "8").is_dir()
@@ -274,19 +279,30 @@ def raw(x: jax.Array) -> np.ndarray:
     return np.asarray(x)
 
 
-def test_restore_onto_a_different_mesh(tmp_path):
+def test_restore_onto_a_different_mesh_without_pickle(tmp_path, monkeypatch):
+    import pickle
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("pickle was used in the checkpoint path")
+
+    for name in ("dump", "dumps", "load", "loads"):
+        monkeypatch.setattr(pickle, name, no_pickle)
     opt = S.optimizer()
     fsdp8 = train.make_mesh(train.MeshSpec(data=1, fsdp=8))
     state = train.create_state(S.make_net(), opt, mesh=fsdp8, rules=RULES, ema=True)
     saved = [raw(x) for x in jax.tree.leaves(state)]
+    batches = S.grain_batches()
+    next(batches)
     ckpt = train.Checkpointer(tmp_path)
-    ckpt.save(0, state)
+    ckpt.save(0, state, data_iterator=batches, config={"mesh": "fsdp=8"})
     ckpt.wait()
 
     dp2_tp4 = train.make_mesh(train.MeshSpec(data=2, fsdp=1, tensor=4))
     target = train.abstract_state(S.make_net(), opt, mesh=dp2_tp4, rules=RULES, ema=True)
-    restored = ckpt.restore(target)
+    fresh = S.grain_batches()
+    restored = ckpt.restore(target, data_iterator=fresh)
     ckpt.close()
+    assert fresh.get_state() == batches.get_state() and restored.config == {"mesh": "fsdp=8"}
     for a, b in zip(saved, jax.tree.leaves(restored.state), strict=True):
         np.testing.assert_array_equal(a, raw(b))  # bit for bit
     up = restored.state.model.blocks.layer.up.weight  # (layers, embed, mlp): mlp over tensor=4
@@ -294,3 +310,15 @@ def test_restore_onto_a_different_mesh(tmp_path):
     assert up.sharding.shard_shape(up.shape) == (2, 16, 8)
     for x, t in zip(jax.tree.leaves(restored.state), jax.tree.leaves(target), strict=True):
         assert x.sharding == t.sharding
+
+
+def test_preservation_keeps_the_last_n_plus_every_kth(tmp_path):
+    mesh = train.make_mesh(devices=jax.devices()[:1])
+    state = train.create_state(nn.Linear(2, 2, key=jax.random.key(0)), train.adamw(0.1),
+                               mesh=mesh, rules=RULES)
+    ckpt = train.Checkpointer(tmp_path, keep_last=2, keep_every=4)
+    for step in range(1, 10):
+        ckpt.save(step, state)
+    ckpt.wait()
+    assert ckpt.all_steps() == [4, 8, 9]  # 4 and 8 kept as multiples of 4; 8 and 9 are the last 2
+    ckpt.close()

@@ -80,11 +80,15 @@ def test_sigterm_saves_at_the_next_step_and_exits_cleanly(tmp_path):
 
 @pytest.mark.slow
 def test_a_second_signal_exits_at_once(tmp_path):
-    p = spawn({"workdir": str(tmp_path), "steps": 100_000, "log_every": 1000, "slow_data": 1.0},
+    p = spawn({"workdir": str(tmp_path), "steps": 100_000, "log_every": 1000, "slow_data": 3.0},
               devices=1)
     wait_for_first_step(tmp_path, p)
-    p.send_signal(signal.SIGINT)
-    time.sleep(0.2)  # the loop is waiting for the next (slow) batch
+    marker = tmp_path / "drawing"
+    deadline = time.time() + TIMEOUT
+    while int(marker.read_text() or 0) < 3 and time.time() < deadline:  # batch 3 is being drawn
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)  # the loop is inside a 3 s wait for the next batch
+    time.sleep(0.3)
     p.send_signal(signal.SIGINT)
     out, err = finish(p)
     assert p.returncode == -signal.SIGINT, err[-3000:]
@@ -138,3 +142,16 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     assert sorted(f.name for f in data.glob("*.json")) == ["process_0-of-2.json", "process_1-of-2.json"]
     run_meta = json.loads((tmp_path / "two" / "checkpoints" / "4" / "run" / "metadata").read_text())
     assert run_meta["process_count"] == 2 and run_meta["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1}
+
+
+def test_the_environment_picks_the_launcher():
+    assert train.distributed_environment({}) is None
+    explicit = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
+    assert train.distributed_environment(explicit) == "explicit"
+    slurm = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0"}
+    assert train.distributed_environment({**slurm, "SLURM_NTASKS": "4"}) == "slurm"
+    assert train.distributed_environment({**slurm, "SLURM_NTASKS": "1"}) is None  # one task: no
+    assert train.distributed_environment({"TPU_WORKER_HOSTNAMES": "t0,t1,t2,t3"}) == "tpu"
+    assert train.distributed_environment({"TPU_WORKER_HOSTNAMES": "localhost"}) is None
+    assert train.initialize_distributed() == 1  # nothing in this environment asks for more

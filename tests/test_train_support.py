@@ -240,7 +240,7 @@ def main(args: dict[str, Any]) -> None:
     else:
         data = grain_batches(args.get("batch", 32), shard=jax.process_index(), num_shards=n)
     if args.get("slow_data"):
-        data = _Slow(data, args["slow_data"])
+        data = _Slow(data, args["slow_data"], Path(args["workdir"]) / "drawing")
     settings = train.TrainerSettings(
         workdir=args["workdir"], steps=args["steps"], log_every=args.get("log_every", 1),
         checkpoint_every=args.get("checkpoint_every", 0), mesh=train.MeshSpec(**args.get("mesh", {})),
@@ -251,15 +251,19 @@ def main(args: dict[str, Any]) -> None:
 
 
 class _Slow:
-    """Wraps an iterator so each batch takes ``seconds`` (gives signals time to land)."""
+    """Wraps an iterator so each batch takes ``seconds``, writing how many batches it has
+    started drawing to ``marker`` first: a test knows when the loop is waiting here."""
 
-    def __init__(self, inner: Any, seconds: float):
-        self.inner, self.seconds = inner, seconds
+    def __init__(self, inner: Any, seconds: float, marker: Path):
+        self.inner, self.seconds, self.marker, self.drawn = inner, seconds, marker, 0
 
     def __iter__(self) -> "_Slow":
         return self
 
     def __next__(self) -> Any:
+        self.drawn += 1
+        self.marker.parent.mkdir(parents=True, exist_ok=True)
+        self.marker.write_text(str(self.drawn))
         time.sleep(self.seconds)
         return next(self.inner)
 

@@ -115,8 +115,10 @@ class _RestoreTarget:
                             and isinstance(iterator.get_state(), bytes))
 
     def set_state(self, state: bytes) -> None:
+        if not self.wants_bytes:
+            state = json.loads(state)  # fails on a damaged file: a corrupt checkpoint, skipped
         try:
-            self.iterator.set_state(state if self.wants_bytes else json.loads(state))
+            self.iterator.set_state(state)
         except Exception as e:
             raise _Mismatch(f"The data iterator ({type(self.iterator).__name__}) refused the saved "
                             f"position: {type(e).__name__}: {e}") from e
@@ -195,14 +197,17 @@ class Checkpointer:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
+        """Wait for pending saves, then release the manager's threads."""
         self.manager.wait_until_finished()
         self.manager.close()
 
     @property
     def latest_step(self) -> int | None:
+        """The newest saved step (a save in flight included), or None."""
         return self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
+        """Every saved step, oldest first."""
         return sorted(self.manager.all_steps())
 
     # ---------------------------------------------------------------------------- restoring

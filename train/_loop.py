@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 import warnings
 from pathlib import Path
@@ -299,7 +298,9 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
         if is_chief:
             log.info("Checkpoint at step %d (the loop was blocked %.3fs).", step, blocked)
 
+    stop = StopOnSignal(settings.handle_signals)
     try:
+        stop.install()  # from here on, a first signal means "checkpoint and return"
         if step < settings.steps:
             batch = next_batch()
             if batch is None:
@@ -318,77 +319,76 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
         # --------------------------------------------------------------------------------
         # The loop. The host only dispatches; it reads metrics at logging intervals.
         # --------------------------------------------------------------------------------
-        with StopOnSignal(settings.handle_signals) as stop:
-            interval_start, interval_steps = time.perf_counter(), 0
-            while step < settings.steps:
+        interval_start, interval_steps = time.perf_counter(), 0
+        while step < settings.steps:
+            if batch is None:
+                batch = next_batch()
                 if batch is None:
-                    batch = next_batch()
-                    if batch is None:
-                        log.warning("The data ran out at step %d of %d; stopping.", step, settings.steps)
-                        break
-                if settings.profile_steps is not None and step + 1 == settings.profile_steps[0]:
-                    jax.profiler.start_trace(str(workdir / "profile"))
-                    tracing = True
-
-                state, metrics = compiled(state, batch)
-                batch = None
-                step += 1
-                pending.append((step, metrics))
-                interval_steps += 1
-                progress.update()
-
-                if step == start + 1:  # first-step latency: one deliberate wait
-                    jax.block_until_ready(metrics)
-                    first_s = time.perf_counter() - t0 - compile_s
-                    writer.write(step, {"perf/compile_s": compile_s, "perf/first_step_s": first_s})
-                    if is_chief:
-                        log.info("First step took %.3fs.", first_s)
-                    interval_start, interval_steps = time.perf_counter(), 0
-                if tracing and step == settings.profile_steps[1]:
-                    jax.block_until_ready(state)
-                    jax.profiler.stop_trace()
-                    tracing = False
-                    if is_chief:
-                        log.info("Profile of steps %s written to %s.", settings.profile_steps,
-                                 workdir / "profile")
-
-                last_step = step == settings.steps
-                log_due = step % settings.log_every == 0 or last_step
-                ckpt_due = settings.checkpoint_every > 0 and step % settings.checkpoint_every == 0
-                if jax.process_count() == 1:
-                    stop_now = stop.requested
-                else:
-                    stop_now = (log_due or ckpt_due) and stop.agreed()
-                eval_due = eval_step is not None and (
-                    last_step or (settings.eval_every > 0 and step % settings.eval_every == 0))
-
-                if (log_due or ckpt_due or stop_now or eval_due) and pending:
-                    last_metrics = flush()  # raises NonFiniteError before any checkpoint
-                    seconds = time.perf_counter() - interval_start
-                    if interval_steps and seconds > 0:
-                        last_metrics["train/examples_per_s"] = rows * interval_steps / seconds
-                        last_metrics["train/step_time_s"] = seconds / interval_steps
-                        if tokens is not None:
-                            last_metrics["train/tokens_per_s"] = tokens * interval_steps / seconds
-                    writer.write(step, last_metrics)
-                    progress.show(step, last_metrics, seconds / max(interval_steps, 1))
-                    interval_start, interval_steps = time.perf_counter(), 0
-                if eval_due:
-                    last_eval = run_eval()
-                    writer.write(step, last_eval)
-                    if is_chief:
-                        log.info("Eval at step %d: %s", step,
-                                 ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
-                    interval_start = time.perf_counter()  # throughput counts train steps only
-                if ckpt_due or stop_now:
-                    save()
-                    interval_start = time.perf_counter()  # throughput counts train steps only
-                if stop_now:
-                    preempted = True
-                    if is_chief:
-                        log.warning("Stopped by %s at step %d after saving a checkpoint.",
-                                    stop.signal_name or "a signal on another process", step)
+                    log.warning("The data ran out at step %d of %d; stopping.", step, settings.steps)
                     break
+            if settings.profile_steps is not None and step + 1 == settings.profile_steps[0]:
+                jax.profiler.start_trace(str(workdir / "profile"))
+                tracing = True
+
+            state, metrics = compiled(state, batch)
+            batch = None
+            step += 1
+            pending.append((step, metrics))
+            interval_steps += 1
+            progress.update()
+
+            if step == start + 1:  # first-step latency: one deliberate wait
+                jax.block_until_ready(metrics)
+                first_s = time.perf_counter() - t0 - compile_s
+                writer.write(step, {"perf/compile_s": compile_s, "perf/first_step_s": first_s})
+                if is_chief:
+                    log.info("First step took %.3fs.", first_s)
+                interval_start, interval_steps = time.perf_counter(), 0
+            if tracing and step == settings.profile_steps[1]:
+                jax.block_until_ready(state)
+                jax.profiler.stop_trace()
+                tracing = False
+                if is_chief:
+                    log.info("Profile of steps %s written to %s.", settings.profile_steps,
+                             workdir / "profile")
+
+            last_step = step == settings.steps
+            log_due = step % settings.log_every == 0 or last_step
+            ckpt_due = settings.checkpoint_every > 0 and step % settings.checkpoint_every == 0
+            if jax.process_count() == 1:
+                stop_now = stop.requested
+            else:
+                stop_now = (log_due or ckpt_due) and stop.agreed()
+            eval_due = eval_step is not None and (
+                last_step or (settings.eval_every > 0 and step % settings.eval_every == 0))
+
+            if (log_due or ckpt_due or stop_now or eval_due) and pending:
+                last_metrics = flush()  # raises NonFiniteError before any checkpoint
+                seconds = time.perf_counter() - interval_start
+                if interval_steps and seconds > 0:
+                    last_metrics["train/examples_per_s"] = rows * interval_steps / seconds
+                    last_metrics["train/step_time_s"] = seconds / interval_steps
+                    if tokens is not None:
+                        last_metrics["train/tokens_per_s"] = tokens * interval_steps / seconds
+                writer.write(step, last_metrics)
+                progress.show(step, last_metrics, seconds / max(interval_steps, 1))
+                interval_start, interval_steps = time.perf_counter(), 0
+            if eval_due:
+                last_eval = run_eval()
+                writer.write(step, last_eval)
+                if is_chief:
+                    log.info("Eval at step %d: %s", step,
+                             ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+                interval_start = time.perf_counter()  # throughput counts train steps only
+            if ckpt_due or stop_now:
+                save()
+                interval_start = time.perf_counter()  # throughput counts train steps only
+            if stop_now:
+                preempted = True
+                if is_chief:
+                    log.warning("Stopped by %s at step %d after saving a checkpoint.",
+                                stop.signal_name or "a signal on another process", step)
+                break
 
         # --------------------------------------------------------------------------------
         # The end: a final checkpoint, durable before returning.
@@ -404,5 +404,6 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
         progress.close()
         writer.close()
         checkpointer.close()
+        stop.uninstall()
     return TrainResult(state=state, step=step, preempted=preempted, metrics=last_metrics,
                        eval_metrics=last_eval, skipped_steps=skipped)

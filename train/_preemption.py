@@ -1,6 +1,6 @@
 """Stopping on SIGTERM/SIGINT: save at the next step boundary, then return.
 
-``StopOnSignal`` installs handlers for the duration of a run. The first signal
+``StopOnSignal`` installs handlers for the whole run, final checkpoint included. The first signal
 only sets a flag: the loop sees it after the current step, saves a checkpoint,
 waits for it to be durable and returns normally (the caller exits with status
 0). A second signal restores the default handler and re-sends itself, so the
@@ -47,8 +47,9 @@ class StopOnSignal:
         self.signal_name: str | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopOnSignal":
-        if not self.enabled:
+    def install(self) -> "StopOnSignal":
+        """Install the handlers (main thread only); ``uninstall`` puts the old ones back."""
+        if not self.enabled or self._previous:
             return self
         if threading.current_thread() is not threading.main_thread():
             log.warning("Not in the main thread: SIGTERM/SIGINT will not trigger a checkpoint.")
@@ -57,10 +58,16 @@ class StopOnSignal:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def uninstall(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+    def __enter__(self) -> "StopOnSignal":
+        return self.install()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.uninstall()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
