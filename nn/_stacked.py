@@ -108,14 +108,17 @@ class Stacked(Module):
         collecting = _context.is_collecting()
         state_seen: list[bool] = []
 
+        def same_dtype(out, carry):  # a layer's precision policy may return another dtype
+            return jax.tree.map(lambda o, c: o.astype(c.dtype), out, carry)
+
         def body(carry, xs):
             layer, layer_key = xs
             _context.name_child(layer, "layer")
             kw = dict(kwargs) if layer_key is None else {**kwargs, "key": layer_key}
             if not collecting:
-                return layer(carry, *args, **kw), ()
+                return same_dtype(layer(carry, *args, **kw), carry), ()
             with _context.collecting() as updates:
-                out = layer(carry, *args, **kw)
+                out = same_dtype(layer(carry, *args, **kw), carry)
             if not updates:
                 return out, ()
             state_seen.append(True)

@@ -54,3 +54,15 @@ def test_scan_compiles_one_layer(key):
     count = lambda f, *a: jax.jit(f).lower(*a).as_text().count("tanh")
     assert count(lambda s, x: s(x), stack, x) == 1
     assert count(lambda ls, x: _unrolled(ls, x), stack.unstacked(), x) == depth
+
+
+def test_stacked_under_a_policy_whose_output_dtype_differs_from_compute(key):
+    """fp32 master weights, bf16 compute, fp32 outputs: the scan carry keeps one dtype."""
+    stack = nn.Stacked(lambda k: Block(16, key=k), 3, key=key)
+    mixed = nn.with_policy(stack, nn.Policy.create("float32", "bfloat16", "float32"))
+    x = jax.random.normal(jax.random.key(1), (4, 16))
+    out = jax.jit(lambda s, x: s(x))(mixed, x)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out, stack(x), atol=0.1, rtol=0.05)
+    grads = jax.grad(lambda s: jnp.sum(s(x)))(mixed)
+    assert grads.layer.fc.weight.dtype == jnp.float32
