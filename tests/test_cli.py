@@ -14,8 +14,14 @@ REPO = Path(__file__).resolve().parents[1]
 BAOBAB = [sys.executable, "-m", "baobab.cli"]
 
 
+def user_env(extra=None):
+    """The environment a user has: one CPU device unless the test asks for more."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return {**env, **(extra or {})}
+
+
 def run(*args, cwd, env=None, timeout=600):
-    return subprocess.run([*BAOBAB, *map(str, args)], cwd=cwd, env={**os.environ, **(env or {})},
+    return subprocess.run([*BAOBAB, *map(str, args)], cwd=cwd, env=user_env(env),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -54,7 +60,7 @@ def test_train_eval_plot_and_resume_after_interrupt(tmp_path):
               "data.eval_batch_size=250"]
     # An interrupted run: SIGTERM once the first checkpoint exists; it saves and exits 0.
     proc = subprocess.Popen([*BAOBAB, "train", REPO / "configs" / "mnist_cnn.py", *common, "checkpoint.async_save=false"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not (workdir / "checkpoints" / "10").exists() and proc.poll() is None:
         time.sleep(0.5)
@@ -86,7 +92,8 @@ def test_train_eval_plot_and_resume_after_interrupt(tmp_path):
 def test_gpt_bytes_trains_generates_and_runs_sharded(tmp_path):
     workdir = tmp_path / "gpt"
     out = run("train", REPO / "configs" / "gpt_bytes.py", f"trainer.workdir={workdir}", "trainer.steps=60",
-              "trainer.eval_every=0", "data.stdlib_limit=40", "schedule.warmup_steps=10", cwd=tmp_path)
+              "trainer.eval_every=0", "data.stdlib_limit=40", "schedule.warmup_steps=10", "logging.log_every=5",
+              cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     losses = [r["train/loss"] for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
               if "train/loss" in r]
