@@ -66,7 +66,8 @@ def generate(model, prompt_ids: jax.Array, steps: int, *, temperature: float = 0
     """
     prompt_ids = jnp.asarray(prompt_ids)
     if prompt_ids.ndim != 2 or not jnp.issubdtype(prompt_ids.dtype, jnp.integer):
-        raise ValueError(f"generate: prompt_ids must be integer (B, T0), got {prompt_ids.dtype}{list(prompt_ids.shape)}.")
+        raise ValueError(
+            f"generate: prompt_ids must be integer (B, T0), got {prompt_ids.dtype}{list(prompt_ids.shape)}.")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"generate: steps must be a positive int, got {steps!r}.")
     if temperature < 0:

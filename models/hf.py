@@ -100,7 +100,7 @@ class NameTable:
     def canonical(self, name: str) -> str:
         """``name`` with the first matching ``prefixes`` rewrite applied."""
         for theirs, canonical in self.prefixes:
-            if name.startswith(theirs) and not name.startswith(canonical):
+            if name.startswith(theirs):
                 return canonical + name[len(theirs):]
         return name
 
@@ -186,7 +186,7 @@ def load_hf(model: nn.Module, tensors: Mapping[str, Any], table: NameTable, *,
     own = nn.state_dict(model)
     allow = tuple(allow_missing)
     found: dict[str, np.ndarray] = {}
-    unexpected, problems = [], []
+    unexpected, problems, mismatched = [], [], set()
     for name, value in tensors.items():
         if table.ignored(name):
             continue
@@ -200,11 +200,13 @@ def load_hf(model: nn.Module, tensors: Mapping[str, Any], table: NameTable, *,
         want = tuple(own[stored].shape[1:] if row is not None else own[stored].shape)
         if tuple(x.shape) != want:
             problems.append(f"{name} -> {path}: shape {tuple(x.shape)} after layout {layout!r}, model has {want}")
+            mismatched.add(path)
             continue
         if path in found:
             problems.append(f"{name} -> {path}: a second tensor maps to the same path")
         found[path] = x
-    missing = [p for p in view if p not in found and not any(nn.path_matches(a, p) for a in allow)]
+    missing = [p for p in view if p not in found and p not in mismatched
+               and not any(nn.path_matches(a, p) for a in allow)]
     if unexpected:
         problems.insert(0, f"unexpected tensors ({len(unexpected)}), no rule maps them: {unexpected}")
     if missing:
@@ -301,7 +303,8 @@ def bert_names(config: BertConfig) -> NameTable:
     rules += _same_names([layer + p + ".weight" for p in linears], "linear")
     rules += _same_names([layer + p + s for p in linears for s in (".bias",)])
     rules += _same_names([layer + p + s for p in norms for s in (".weight", ".bias")])
-    rules += [("pooler.dense.weight", "pooler.dense.weight", "linear"), ("pooler.dense.bias", "pooler.dense.bias", "same"),
+    rules += [("pooler.dense.weight", "pooler.dense.weight", "linear"),
+              ("pooler.dense.bias", "pooler.dense.bias", "same"),
               ("classifier.weight", "classifier.weight", "linear"), ("classifier.bias", "classifier.bias", "same")]
     ignore = [r"embeddings\.position_ids", r"embeddings\.token_type_ids"]  # buffers
     return NameTable(tuple(rules), tuple(ignore), prefixes=(("bert.", ""),))

@@ -24,10 +24,11 @@ the 3x3 convolution), as torchvision does.
 >>> from baobab import nn
 >>> from baobab.models import ResNet, ResNetConfig
 >>> model = ResNet(ResNetConfig(depth=18, num_classes=10, width=8, small_inputs=True), key=jax.random.key(0))
->>> logits, model = nn.stateful_call(model, jnp.ones((2, 32, 32, 3)))  # training mode
+>>> images = jnp.ones((2, 32, 32, 3))  # (N, H, W, C)
+>>> logits, model = jax.jit(nn.stateful_call)(model, images)  # training mode: new statistics come back
 >>> logits.shape, model.layer1[0].bn1.running_var.shape
 ((2, 10), (8,))
->>> nn.eval_mode(model)(jnp.ones((2, 32, 32, 3))).shape
+>>> jax.jit(nn.stateful_call)(nn.eval_mode(model), images)[0].shape  # running statistics, no updates
 (2, 10)
 """
 
@@ -76,14 +77,16 @@ class ResNetConfig(Config):
 
 
 def _conv(c_in: int, c_out: int, k: int, *, stride: int = 1, key: jax.Array) -> nn.Conv:
-    """A bias-free ``k x k`` convolution with torch's padding ``k // 2`` and torchvision's init.
+    """A bias-free ``k x k`` convolution with torch's padding ``k // 2`` and torchvision's init scale.
 
-    torchvision initialises convolutions with ``kaiming_normal_(mode="fan_out",
-    nonlinearity="relu")``: ``N(0, 2 / (k * k * c_out))``.
+    torchvision draws convolution weights with ``kaiming_normal_(mode="fan_out",
+    nonlinearity="relu")``, variance ``2 / (k * k * c_out)``. ``nn.Conv`` draws
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``; rescaling it to ``U(-sqrt(6 / fan_out), +)``
+    gives the same variance without a second random draw.
     """
     conv = nn.Conv(c_in, c_out, (k, k), stride=stride, padding=k // 2, use_bias=False, key=key)
-    std = math.sqrt(2.0 / (k * k * c_out))
-    return nn.replace(conv, weight=std * jax.random.normal(nn.subkey(key, "kaiming"), conv.weight.shape))
+    fan_in, fan_out = k * k * c_in, k * k * c_out
+    return nn.replace(conv, weight=conv.weight * math.sqrt(6.0 * fan_in / fan_out))
 
 
 class BasicBlock(nn.Module):

