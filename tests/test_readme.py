@@ -15,7 +15,7 @@ def _readme_commands() -> list[str]:
 
 def test_readme_opens_with_two_commands():
     main, test = _readme_commands()
-    assert main == "pip install -e . && baobab demo"
+    assert main == "pip install -e . && baobab train"
     assert test == "pip install -e '.[test]' && python -m pytest"
 
 
