@@ -109,10 +109,10 @@ class ExperimentConfig(Config):
     """A whole run. The default is the embedded-MNIST CNN, the README's main job."""
 
     model: models.ModelConfig = models.CNNConfig()
-    data: bdata.DataConfig = bdata.MnistData()
-    optimizer: OptimizerConfig = OptimizerConfig()
-    schedule: ScheduleConfig = ScheduleConfig()
-    trainer: TrainerConfig = TrainerConfig(steps=600)
+    data: bdata.DataConfig = bdata.MnistData(batch_size=64)
+    optimizer: OptimizerConfig = OptimizerConfig(lr=2e-3)
+    schedule: ScheduleConfig = ScheduleConfig(warmup_steps=40)
+    trainer: TrainerConfig = TrainerConfig(steps=400)
     mesh: MeshConfig = MeshConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     logging: LoggingConfig = LoggingConfig()

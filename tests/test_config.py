@@ -87,3 +87,26 @@ def test_load_config_from_a_python_file(tmp_path):
     (tmp_path / "bad.py").write_text("from test_config import Experiment\ndef get_config():\n    return Experiment(stepz=1)\n")
     with pytest.raises(ConfigError, match=r"bad.py: stepz: no such key"):
         load_config(tmp_path / "bad.py")
+
+
+def test_the_embedded_default_is_configs_mnist_cnn():
+    from pathlib import Path
+
+    from baobab.experiment import ExperimentConfig
+
+    repo = Path(__file__).resolve().parents[1]
+    mnist_cnn = load_config(repo / "configs" / "mnist_cnn.py")
+    default = ExperimentConfig()
+    assert mnist_cnn.model_dump(exclude={"trainer": {"workdir"}}) == default.model_dump(exclude={"trainer": {"workdir"}})
+
+
+def test_every_config_file_loads():
+    from pathlib import Path
+
+    from baobab.experiment import ExperimentConfig
+
+    repo = Path(__file__).resolve().parents[1]
+    for path in sorted((repo / "configs").glob("*.py")):
+        config = load_config(path)
+        assert isinstance(config, ExperimentConfig), path
+        assert "Command" in (load_config.__module__ and path.read_text()) or "Plan" in path.read_text(), path
