@@ -14,7 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from baobab import __version__
+from baobab import __version__, _cli_hf
 
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, TypeError)
 
@@ -22,6 +22,14 @@ TRAIN_EXAMPLES = """examples:
   baobab train                                   # the embedded default: a CNN on embedded MNIST
   baobab train configs/mnist_cnn.py trainer.steps=2000 optimizer.lr=3e-4
   baobab train configs/gpt_bytes.py mesh.fsdp=4 mesh.tensor=2 mesh.data=1
+"""
+
+
+PLAN_EXAMPLES = """examples:
+  baobab plan configs/gpt2_small.py mesh.data=2 mesh.fsdp=4       # on this machine's devices
+  baobab plan configs/llama_1b.py --topology v5e:4x4 mesh.data=1 mesh.fsdp=16
+  baobab plan configs/gpt2_small.py --topology v5p:2x2x2           # a TPU pod slice, compiled here
+exit codes: 0 fits (or no topology given), 1 does not fit a TPU topology's HBM, 2 bad input
 """
 
 
@@ -114,18 +122,104 @@ def _eval(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from baobab.experiment import plan
 
-    report = plan(_experiment(args))
-    gib = lambda b: "?" if b is None else f"{b / 2**30:.3f} GiB"
+    if args.topology:
+        topology, *rest = args.topology
+        if args.config is None and rest:  # `baobab plan --topology T CONFIG key=value ...`
+            args.config, *rest = rest
+        args.overrides = [*args.overrides, *rest, f"mesh.topology={topology}"]
+    config = _experiment(args)
+    if config.mesh.topology:  # compile-only TPU devices; keep any local accelerator out of it
+        import jax
+
+        jax.config.update("jax_platforms", "cpu")
+    report = plan(config)
     print(report["summary"])
-    print(textwrap.dedent(f"""
-        parameters       {report["parameters"]:,}
-        mesh             {report["mesh"]} ({report["devices"]} devices)
-        global batch     {report["global_batch"]}
-        FLOPs per step   {report["flops_per_step"]:.4g} (XLA cost analysis, per device)
-        per device       arguments {gib(report["argument_bytes"])}, outputs {gib(report["output_bytes"])}, \
-temporaries {gib(report["temp_bytes"])} (XLA memory analysis)
-        compile          {report["compile_seconds"]:.1f} s""").strip())
-    return 0
+    print()
+    print(_plan_text(report))
+    return 1 if report.get("fits") is False or report["problems"] else 0
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _plan_text(report: dict, indent: str = "") -> str:
+    """The human-readable plan: one labelled line per fact (see ``baobab.experiment.plan``)."""
+    lines: list[tuple[str, str]] = []
+    add = lambda label, text: lines.append((label, text))  # noqa: E731
+    trainable = report["trainable_parameters"]
+    add("parameters", f"{report['parameters']:,}" + ("" if trainable == report["parameters"]
+                                                      else f" ({trainable:,} trainable)"))
+    add("mesh", f"{report['mesh']} ({report['devices']} devices), rules {report['rules']}")
+    if report["topology"]:
+        add("topology", f"{report['topology']}: {report['devices']} chips ({report['device_kind']}), "
+                        f"{report['hosts']} hosts, gcloud accelerator type {report['accelerator_type']}, "
+                        f"{_size(report['hbm_bytes'])} HBM per chip")
+    tokens = f"; {report['tokens_per_step']:,} tokens per step" if report["tokens_per_step"] else ""
+    add("global batch", f"{report['global_batch']} (per host {report['per_host_batch']}, per device "
+                        f"{report['global_batch'] // report['batch_shards']}{tokens})")
+    shards = report["data_shards"]
+    if len(shards) > 1:
+        n = len(shards)
+        add("data shards", f"host p of {n} reads examples p, p+{n}, p+{2 * n}, ... of the shuffled stream; "
+                           f"its rows go to its own devices:")
+        shown = shards if n <= 6 else [*shards[:3], None, shards[-1]]
+        for s in shown:
+            add("", "  ..." if s is None else
+                f"  host {s['host']}: global rows {s['rows'][0]}-{s['rows'][1] - 1} ({s['devices']} devices)")
+    add("per device", f"parameters {_size(report['param_bytes'])}, optimizer state {_size(report['optimizer_bytes'])}, "
+                      f"gradients {_size(report['gradient_bytes'])}, batch {_size(report['batch_bytes'])}, "
+                      f"activations and workspace {_size(report['activation_bytes'])}")
+    if report["argument_bytes"] is not None:
+        add("XLA memory", f"arguments {_size(report['argument_bytes'])}, outputs {_size(report['output_bytes'])} "
+                          f"(aliased {_size(report['alias_bytes'])}), temporaries {_size(report['temp_bytes'])}; "
+                          f"needs {_size(report['needed_bytes'])} per device")
+    xla = report["flops_per_step"]
+    add("FLOPs per step", ("?" if xla is None else f"{xla:.4g}") +
+        " per device (XLA cost analysis, per device: counts each loop body once)")
+    add("", f"{report['counted_flops_per_device']:.4g} per device counted in the program (matmuls, loops times "
+            f"their trip count, remat included)")
+    if report["mfu_bound"] is not None:
+        speed = ""
+        if report["topology"]:
+            tps = report["tokens_per_second_bound"]
+            speed = (f"; a step takes at least {report['step_seconds_bound'] * 1e3:.3g} ms at "
+                     f"{report['peak_flops_per_chip'] / 1e12:.0f} TFLOP/s bf16 per chip"
+                     + (f", at most {tps:,.0f} tokens/s" if tps else ""))
+        add("MFU bound", f"{report['mfu_bound']:.2f} (model FLOPs / executed FLOPs: remat recompute lowers it){speed}")
+    for problem in report["problems"]:
+        add("PROBLEM", problem)
+    if report["topology"]:
+        hbm = report["hbm_bytes"]
+        if report["fits"]:
+            add("fits", f"yes: needs {_size(report['needed_bytes'])} of {_size(hbm)} HBM per chip "
+                        f"({_size(hbm - report['needed_bytes'])} free)")
+        else:
+            refused = report["compiler_hbm_bytes"]
+            add("fits", f"NO: needs {_size(report['needed_bytes'])} per chip, the chip has {_size(hbm)}: over by "
+                        f"{_size(report['needed_bytes'] - hbm)}" + (
+                            f" (the TPU compiler refused it; it allows {_size(refused)})" if refused else ""))
+    add("compile", f"{report['compile_seconds']:.1f} s")
+    if "fixes" in report:
+        add("fixes", "tried in order, least intrusive first, until one fits:")
+        for fix in report["fixes"]:
+            outcome = (f"error: {fix['error']}" if fix["error"] else
+                       f"fits: needs {_size(fix['needed_bytes'])}" if fix["fits"] else
+                       f"needs {_size(fix['needed_bytes'])}: does not fit")
+            add("", f"  {' '.join(fix['overrides'])}  ->  {outcome}  ({fix['why']})")
+        for note in report["not_expressible"]:
+            add("not expressible", note)
+    text = "\n".join(f"{indent}{label:<16} {value}" for label, value in lines)
+    replan = report.get("fixes") and report.get("replan")
+    if replan:
+        text += f"\n\n{indent}re-planned with {' '.join(report['fixes'][-1]['overrides'])}:\n"
+        text += _plan_text(replan, indent + "    ")
+    elif "fixes" in report:
+        text += (f"\n{indent}{'':<16} none fits: use a bigger slice (more chips), a shorter data.seq_len or a "
+                 f"smaller data.batch_size")
+    return text
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -189,10 +283,14 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=_eval)
 
     pl = sub.add_parser("plan", help="parameters, FLOPs, memory and shardings of a run, compiled ahead of time",
-                        formatter_class=fmt,
-                        epilog="examples:\n  baobab plan configs/gpt2_small.py mesh.data=2 mesh.fsdp=4\n")
+                        formatter_class=fmt, epilog=PLAN_EXAMPLES)
     pl.add_argument("config", nargs="?", default=None, help="a Python config file; none: the embedded default")
     pl.add_argument("overrides", nargs="*", help="key=value overrides")
+    # nargs="+": argparse cannot take positionals after an option in the middle, so the
+    # overrides that follow `--topology T` are collected here and handed back by _plan.
+    pl.add_argument("--topology", nargs="+", default=None, metavar=("GEN:SHAPE", "KEY=VALUE"),
+                    help="compile for this TPU slice (needs the tpu extra), e.g. v5p:4x4x4, v5e:4x4, v6e:8x8; "
+                         "same as mesh.topology=...; exit code 1 if the step does not fit the chips' HBM")
     pl.set_defaults(func=_plan)
 
     gen = sub.add_parser("generate", help="sample text from a trained language-model run", formatter_class=fmt,
@@ -226,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
     _add_run_parsers(sub)
     _add_data_parser(sub)
+    _cli_hf.add_parsers(sub)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks of errors")
     return parser
 

@@ -14,6 +14,7 @@ follows from the data: ``classification`` or ``language_model``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import time
@@ -27,9 +28,11 @@ import optax
 import pydantic
 
 from baobab import data as bdata
-from baobab import models, nn
+from baobab import models, nn, tpu
 from baobab import train as btrain
 from baobab.config import Config, ConfigError, to_json
+from baobab._finetune import FinetuneConfig, apply_finetune, has_checkpoint, pretrained_model
+from baobab.train._core import call_loss
 
 __all__ = [
     "OptimizerConfig", "ScheduleConfig", "MeshConfig", "TrainerConfig", "CheckpointConfig", "LoggingConfig",
@@ -67,12 +70,17 @@ class ScheduleConfig(Config):
 
 
 class MeshConfig(Config):
-    """Device mesh sizes (``-1``: the rest of the devices) and the sharding rules."""
+    """Device mesh sizes (``-1``: the rest of the devices) and the sharding rules.
+
+    ``topology`` names a TPU slice (e.g. ``"v5p:4x4x4"``, see ``baobab.tpu``) that
+    ``baobab plan`` compiles for; ``baobab train`` runs on the devices it has.
+    """
 
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
     rules: Literal["default", "data_parallel", "fsdp", "tensor_parallel"] = "default"
+    topology: Optional[str] = None
 
 
 class TrainerConfig(Config):
@@ -116,6 +124,7 @@ class ExperimentConfig(Config):
     mesh: MeshConfig = MeshConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     logging: LoggingConfig = LoggingConfig()
+    finetune: FinetuneConfig = FinetuneConfig()  # init_from=, freeze, LoRA
 
 
 # ----------------------------------------------------------------------------------------
@@ -251,7 +260,8 @@ def _settings(config: ExperimentConfig, **changes: Any) -> btrain.TrainerSetting
 
 def _constructor(config: ExperimentConfig) -> Callable[[jax.Array], nn.Module]:
     model_config = config.model
-    return lambda key: models.build_model(model_config, key=key)
+    finetune = getattr(config, "finetune", FinetuneConfig())
+    return lambda key: apply_finetune(models.build_model(model_config, key=key), finetune, key)
 
 
 # ----------------------------------------------------------------------------------------
@@ -273,7 +283,10 @@ def run_train(config: ExperimentConfig) -> btrain.TrainResult:
     loss_fn, eval_fn, tokens_key = TASKS[info.task]
     iterator = iter(train_data)
     try:
-        return btrain.train(_constructor(config), loss_fn, build_optimizer(config), iterator,
+        start = _constructor(config)
+        if config.finetune.init_from and not has_checkpoint(workdir):  # pretrained weights, then train
+            start = pretrained_model(config, jax.random.split(jax.random.key(config.trainer.seed))[0])
+        return btrain.train(start, loss_fn, build_optimizer(config), iterator,
                             _settings(config, tokens_key=tokens_key), eval_fn=eval_fn if eval_data else None,
                             eval_data=eval_data, config=resolved, mesh=mesh)
     finally:
@@ -330,44 +343,268 @@ def run_eval(config: ExperimentConfig) -> dict[str, float]:
     return {"step": step, **metrics}
 
 
-def plan(config: ExperimentConfig, *, mesh=None) -> dict[str, Any]:
+def plan(config: ExperimentConfig, *, mesh=None, fix: bool = True) -> dict[str, Any]:
     """Compile the real train step ahead of time on abstract inputs and report its cost.
 
     Nothing is allocated: the state comes from ``jax.eval_shape``, the batch is a
     ``ShapeDtypeStruct``, and ``jit(...).lower(...).compile()`` gives XLA's memory and
-    cost analyses per device.
+    cost analyses per device. The step is the one ``baobab train`` runs (same
+    constructor, optimizer, ``make_train_step`` and ``jit_step``).
+
+    With ``mesh.topology`` set (e.g. ``"v5p:4x4x4"``; needs the ``tpu`` extra) the mesh
+    is built over that TPU slice's devices (``baobab.tpu``) and the step is compiled
+    for the pod. The report then says whether it fits the chip's HBM and, when it does
+    not, by how much, which config changes would help (``"fixes"``) and, with
+    ``fix=True``, the plan of the first of them that fits (``"replan"``).
     """
-    mesh = mesh or _mesh(config)
+    topo = None
+    if mesh is None:
+        mesh, topo = _plan_mesh(config)
     rules = _rules(config)
-    _, _, info = _data_info(config, mesh, rules)
+    _, _, info = _data_info(config, None if topo else mesh, rules)
     _check_model_fits_data(config, info)
     optimizer = build_optimizer(config)
-    state = btrain.abstract_state(_constructor(config), optimizer, mesh=mesh, rules=rules, seed=config.trainer.seed,
-                                  ema=config.trainer.ema_decay is not None, precision=config.trainer.precision)
-    loss_fn, _, _ = TASKS[info.task]
-    step = btrain.jit_step(btrain.make_train_step(loss_fn, optimizer, microbatches=config.trainer.microbatches,
-                                                  ema_decay=config.trainer.ema_decay), state, mesh=mesh, rules=rules)
+    t = config.trainer
+    state = btrain.abstract_state(_constructor(config), optimizer, mesh=mesh, rules=rules, seed=t.seed,
+                                  ema=t.ema_decay is not None, precision=t.precision)
+    loss_fn, _, tokens_key = TASKS[info.task]
+    step = btrain.jit_step(btrain.make_train_step(loss_fn, optimizer, microbatches=t.microbatches,
+                                                  ema_decay=t.ema_decay), state, mesh=mesh, rules=rules)
     batch = _abstract_batch(config, info, mesh, rules)
+    traced = step.trace(state, batch)
     start = time.perf_counter()
-    compiled = step.lower(state, batch).compile()
+    compiled, out_of_memory = _compile(traced, topo)
     compile_s = time.perf_counter() - start
-    memory = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
+
+    memory = compiled.memory_analysis() if compiled is not None else None
+    cost = compiled.cost_analysis() if compiled is not None else None
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    params = nn.count_parameters(state.model)
-    return {
-        "parameters": params,
-        "flops_per_step": float(cost.get("flops", 0.0)) if cost else 0.0,
+    size = lambda name: getattr(memory, name, None)  # noqa: E731
+    global_batch = int(next(iter(batch.values())).shape[0])
+    shards = _data_shards(mesh, rules, global_batch)
+    counted = tpu.matmul_flops(traced.jaxpr)
+    model_flops = 3 * tpu.matmul_flops(jax.make_jaxpr(_loss_only(loss_fn))(state.model, batch, _abstract_key()))
+    report = {
+        "parameters": nn.count_parameters(state.model),
+        "trainable_parameters": nn.count_parameters(state.model, trainable_only=True),
+        "flops_per_step": float(cost.get("flops", 0.0)) if cost else None,
+        "counted_flops_per_device": counted / mesh.size,
+        "model_flops_per_step": model_flops,
+        "mfu_bound": model_flops / counted if counted else None,
         "mesh": dict(mesh.shape),
         "devices": mesh.size,
-        "global_batch": int(next(iter(batch.values())).shape[0]),
-        "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
-        "output_bytes": getattr(memory, "output_size_in_bytes", None),
-        "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
-        "alias_bytes": getattr(memory, "alias_size_in_bytes", None),
+        "rules": config.mesh.rules,
+        "global_batch": global_batch,
+        "tokens_per_step": global_batch * info.seq_len if tokens_key else None,
+        "hosts": len(shards["hosts"]),
+        "per_host_batch": global_batch // len(shards["hosts"]),
+        "data_shards": shards["hosts"],
+        "problems": shards["problems"],
+        "batch_shards": shards["batch_shards"],
+        "param_bytes": _bytes_per_device(state.model) + _bytes_per_device(state.ema),
+        "optimizer_bytes": _bytes_per_device(state.opt_state),
+        "batch_bytes": _bytes_per_device(batch),
+        "gradient_bytes": _bytes_per_device(_trainable_leaves(state.model)),
+        "argument_bytes": size("argument_size_in_bytes"),
+        "output_bytes": size("output_size_in_bytes"),
+        "temp_bytes": size("temp_size_in_bytes"),
+        "alias_bytes": size("alias_size_in_bytes"),
+        "needed_bytes": _needed_bytes(memory, topo is not None) if out_of_memory is None else out_of_memory[0],
         "compile_seconds": compile_s,
         "summary": nn.summary_table(state.model, mesh=mesh, rules=rules),
+        "topology": None,
+        "not_expressible": NOT_EXPRESSIBLE,
     }
+    held = sum(report[k] for k in ("param_bytes", "optimizer_bytes", "batch_bytes", "gradient_bytes"))
+    report["activation_bytes"] = max(0, report["needed_bytes"] - held) if report["needed_bytes"] else None
+    if topo is not None:
+        report.update(_tpu_fit(report, topo, out_of_memory))
+        if fix and not report["fits"]:
+            report["fixes"], report["replan"] = _find_fix(config, report)
+    return report
+
+
+#: What ``plan`` would suggest or check but the config cannot express yet.
+NOT_EXPRESSIBLE = (
+    "bf16 optimizer state with fp32 master weights (optax's mu_dtype) has no config key; the bf16 fix below "
+    "stores parameters and Adam moments in bf16 (trainer.precision params=bfloat16)",
+    "fine-tuning keys (init_from, LoRA, freezing) are not config keys yet, so plan compiles full training; "
+    "frozen parameters, once expressible, get no optimizer state and plan counts only trainable ones",
+)
+
+
+def _plan_mesh(config: ExperimentConfig):
+    """The mesh ``plan`` compiles for: the config's devices, or a TPU topology's."""
+    if config.mesh.topology is None:
+        return _mesh(config), None
+    topo = tpu.topology(config.mesh.topology)
+    spec = btrain.MeshSpec(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    try:
+        mesh = btrain.make_mesh(spec, devices=topo.devices)
+    except ValueError:
+        raise ConfigError(f"mesh data={spec.data} fsdp={spec.fsdp} tensor={spec.tensor} does not divide the "
+                          f"{topo.num_chips} chips of {topo.name}: give sizes whose product is {topo.num_chips}, "
+                          f"or -1 for one axis to take the rest (e.g. mesh.data=-1)") from None
+    return mesh, topo
+
+
+def _compile(traced, topo):
+    """``(compiled, None)``, or ``(None, (needed, available))`` when the TPU compiler runs out of HBM."""
+    try:
+        with tpu.quiet_libtpu() if topo is not None else contextlib.nullcontext():
+            return traced.lower().compile(), None
+    except jax.errors.JaxRuntimeError as err:
+        out_of_memory = tpu.compiler_out_of_memory(str(err)) if topo is not None else None
+        if out_of_memory is None:
+            raise
+        return None, out_of_memory
+
+
+def _needed_bytes(memory, on_tpu: bool) -> Optional[int]:
+    """Bytes one device needs for the step: the TPU compiler's peak, else live arguments plus temporaries."""
+    if memory is None:
+        return None
+    if on_tpu and getattr(memory, "peak_memory_in_bytes", 0):  # the CPU backend reports no real peak
+        return int(memory.peak_memory_in_bytes)
+    return int(memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+               + memory.temp_size_in_bytes)
+
+
+def _bytes_per_device(tree: Any) -> int:
+    """Bytes of one device's shards of an abstract tree (the largest shard of each leaf)."""
+    total = 0
+    for x in jax.tree.leaves(tree):
+        shape = x.sharding.shard_shape(x.shape) if getattr(x, "sharding", None) is not None else x.shape
+        total += int(np.prod(shape)) * np.dtype(x.dtype).itemsize
+    return total
+
+
+def _trainable_leaves(model: nn.Module) -> list[Any]:
+    """The parameters that get gradients (what the update holds at once besides the state)."""
+    return [x for x, t in zip(jax.tree.leaves(model), jax.tree.leaves(nn.trainable(model)), strict=True) if t]
+
+
+def _abstract_key() -> jax.ShapeDtypeStruct:
+    return jax.eval_shape(lambda: jax.random.key(0))
+
+
+def _loss_only(loss_fn: Callable) -> Callable:
+    return lambda model, batch, key: call_loss(loss_fn, model, batch, key)[0]
+
+
+def _data_shards(mesh, rules, global_batch: int) -> dict[str, Any]:
+    """Which rows of the global batch each host's devices hold, and what would break the loader.
+
+    baobab's loaders give host ``p`` of ``n`` examples ``p, p + n, ...`` of the shuffled
+    stream, ``global_batch / n`` rows per step, and place them on that host's devices,
+    so each host's devices must hold one block of exactly that many rows.
+    """
+    sharding = btrain.batch_sharding(1, mesh=mesh, rules=rules)
+    rows: dict[int, set[int]] = {}
+    devices: dict[int, int] = {}
+    for device, index in sharding.devices_indices_map((global_batch,)).items():
+        rows.setdefault(device.process_index, set()).update(range(*index[0].indices(global_batch)))
+        devices[device.process_index] = devices.get(device.process_index, 0) + 1
+    hosts = sorted(rows)
+    problems = []
+    if global_batch % len(hosts):
+        problems.append(f"data.batch_size={global_batch} is not a multiple of the {len(hosts)} hosts; each host "
+                        f"loads batch_size / hosts rows")
+    per_host = global_batch // len(hosts)
+    for host in hosts:
+        held = rows[host]
+        if len(held) != per_host or max(held) - min(held) + 1 != len(held):
+            problems.append(f"host {host}'s devices hold {len(held)} rows of the global batch, not one block of "
+                            f"{per_host}: the batch must split across hosts (mesh axes of the 'batch' rule), so "
+                            f"keep the tensor axis within a host")
+            break
+    spec = sharding.spec[0] if len(sharding.spec) else None
+    axes = () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
+    return {"hosts": [{"host": h, "devices": devices[h], "rows": (min(rows[h]), max(rows[h]) + 1)} for h in hosts],
+            "problems": problems, "batch_shards": int(np.prod([mesh.shape[a] for a in axes]))}
+
+
+def _tpu_fit(report: dict[str, Any], topo, out_of_memory) -> dict[str, Any]:
+    """Whether the compiled step fits the chip's HBM, by how much, and the speed it is bounded by."""
+    chip = topo.chip
+    needed = report["needed_bytes"]
+    step_s = report["counted_flops_per_device"] / chip.peak_bf16_flops
+    tokens = report["tokens_per_step"]
+    return {
+        "topology": topo.name,
+        "chip": chip.generation,
+        "device_kind": topo.devices[0].device_kind,
+        "accelerator_type": topo.accelerator_type,
+        "hbm_bytes": chip.hbm_bytes,
+        "fits": out_of_memory is None and needed <= chip.hbm_bytes,
+        "compiler_hbm_bytes": None if out_of_memory is None else out_of_memory[1],
+        "peak_flops_per_chip": chip.peak_bf16_flops,
+        "step_seconds_bound": step_s,
+        "tokens_per_second_bound": tokens / step_s if tokens and step_s else None,
+    }
+
+
+def _fix_candidates(config: ExperimentConfig, report: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    """Config changes that lower per-device memory, least intrusive first: ``(overrides, why)``."""
+    candidates: list[tuple[tuple[str, ...], str]] = []
+    mesh = report["mesh"]
+    top = report["devices"] // mesh["tensor"]
+    rules = () if config.mesh.rules in ("default", "fsdp") else ("mesh.rules=fsdp",)
+    fsdp = mesh["fsdp"] * 2
+    while fsdp <= top:
+        if top % fsdp == 0:
+            candidates.append(((f"mesh.data={top // fsdp}", f"mesh.fsdp={fsdp}", *rules),
+                               f"more FSDP: parameters, gradients and Adam state split over {fsdp} chips"))
+        fsdp *= 2
+    model = config.model
+    if getattr(model, "remat", "nothing_saveable") not in ("nothing_saveable", "full"):
+        scan = () if getattr(model, "scan_layers", True) else ("model.scan_layers=True",)
+        candidates.append((("model.remat=nothing_saveable", *scan),
+                           "remat: keep only each layer's input, recompute the rest in the backward pass"))
+    rows = report["global_batch"] // report["batch_shards"]  # per device
+    k = config.trainer.microbatches * 2
+    while rows and rows % k == 0:
+        candidates.append(((f"trainer.microbatches={k}",),
+                           f"microbatches: {k} gradient-accumulation steps, 1/{k} of the activations at a time"))
+        k *= 2
+    policy = nn.Policy.from_string(config.trainer.precision) if config.trainer.precision else None
+    if policy is None or jnp.dtype(policy.param_dtype) != jnp.bfloat16:
+        compute = "bfloat16" if policy is None else jnp.dtype(policy.compute_dtype).name
+        output = "float32" if policy is None else jnp.dtype(policy.output_dtype).name
+        candidates.append(((f"trainer.precision=params=bfloat16,compute={compute},output={output}",),
+                           "bf16 parameters and optimizer state: half the bytes, but bf16 master weights"))
+    if len(candidates) > 1:  # every change at once, strongest of each kind
+        strongest: dict[str, str] = {}
+        for overrides, _ in candidates:
+            for item in overrides:
+                strongest[item.split("=", 1)[0]] = item
+        candidates.append((tuple(strongest.values()), "all of the above together"))
+    return candidates
+
+
+#: At most this many fixes are compiled; failing compiles stop early (the TPU compiler
+#: refuses a program that does not fit in seconds), the first that fits compiles fully.
+MAX_FIX_TRIES = 8
+
+
+def _find_fix(config: ExperimentConfig, report: dict[str, Any]) -> tuple[list[dict[str, Any]], Optional[dict]]:
+    """Re-plan with each candidate fix in turn; stop at the first that fits."""
+    from baobab.config import apply_overrides
+
+    tried = []
+    for overrides, why in _fix_candidates(config, report)[:MAX_FIX_TRIES]:
+        entry: dict[str, Any] = {"overrides": list(overrides), "why": why, "fits": False, "needed_bytes": None,
+                                 "error": None}
+        tried.append(entry)
+        try:
+            result = plan(apply_overrides(config, overrides), fix=False)
+        except ValueError as err:  # e.g. an array dimension that does not split over the new mesh
+            entry["error"] = str(err).strip().splitlines()[0]
+            continue
+        entry.update(fits=result["fits"], needed_bytes=result["needed_bytes"])
+        if result["fits"]:
+            return tried, result
+    return tried, None
 
 
 def _data_info(config: ExperimentConfig, mesh, rules) -> tuple[None, None, bdata.DataInfo]:

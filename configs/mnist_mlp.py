@@ -2,8 +2,8 @@
 
 Command:   baobab train configs/mnist_mlp.py
 Hardware:  2-core x86_64 CPU, no GPU
-Wall time: FILL
-Metric:    FILL
+Wall time: 33 s for 1,000 steps, compile and eval included (load average ~5 from other jobs)
+Metric:    eval accuracy 0.958 on the 1,000 held-out digits (train accuracy 0.9995: an MLP overfits 4,000 digits)
 """
 
 from baobab.data import MnistData

@@ -37,6 +37,7 @@ import pydantic
 from baobab.config import Config
 
 from . import hf as hf
+from . import hf_io as hf_io
 from .bert import Bert as Bert
 from .bert import BertConfig as BertConfig
 from .bert import mean_pool as mean_pool
@@ -114,5 +115,5 @@ __all__ = [
     "MODELS", "ModelEntry", "ModelConfig", "build_model", "parse_model_config",
     "MLPConfig", "MLPClassifier", "CNNConfig", "CNN", "ResNetConfig", "ResNet", "ViTConfig", "ViT",
     "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "BertConfig", "Bert", "mean_pool",
-    "generate", "sample_logits", "hf",
+    "generate", "sample_logits", "hf", "hf_io",
 ]

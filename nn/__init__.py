@@ -56,6 +56,9 @@ from ._einops import Reduce as Reduce
 from ._embedding import Embedding as Embedding
 from ._kv_cache import KVCache as KVCache
 from ._linear import Linear as Linear
+from ._lora import LoRALinear as LoRALinear
+from ._lora import lora as lora
+from ._lora import merge_lora as merge_lora
 from ._mlp import GatedMLP as GatedMLP
 from ._mlp import MLP as MLP
 from ._norm import GroupNorm as GroupNorm

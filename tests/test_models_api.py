@@ -17,7 +17,7 @@ MODELS_PUBLIC = [
     "MODELS", "ModelEntry", "ModelConfig", "build_model", "parse_model_config",
     "MLPConfig", "MLPClassifier", "CNNConfig", "CNN", "ResNetConfig", "ResNet", "ViTConfig", "ViT",
     "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "BertConfig", "Bert", "mean_pool",
-    "generate", "sample_logits", "hf",
+    "generate", "sample_logits", "hf", "hf_io",
 ]
 SUBMODULES = sorted(f"baobab.models.{m.name}" for m in pkgutil.iter_modules(models.__path__))
 
