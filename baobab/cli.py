@@ -163,12 +163,12 @@ def _plan_text(report: dict, indent: str = "") -> str:
     shards = report["data_shards"]
     if len(shards) > 1:
         n = len(shards)
-        add("data shards", f"host p of {n} reads examples p, p+{n}, p+{2 * n}, ... of the shuffled stream; "
-                           f"its rows go to its own devices:")
+        add("data shards", f"host p of {n} reads examples p, p+{n}, p+{2 * n}, ... of the shuffled stream, "
+                           f"{report['per_host_batch']} per step, onto these rows of the global batch:")
         shown = shards if n <= 6 else [*shards[:3], None, shards[-1]]
         for s in shown:
             add("", "  ..." if s is None else
-                f"  host {s['host']}: global rows {s['rows'][0]}-{s['rows'][1] - 1} ({s['devices']} devices)")
+                f"  host {s['host']}: global rows {s['rows']} ({s['devices']} devices)")
     add("per device", f"parameters {_size(report['param_bytes'])}, optimizer state {_size(report['optimizer_bytes'])}, "
                       f"gradients {_size(report['gradient_bytes'])}, batch {_size(report['batch_bytes'])}, "
                       f"activations and workspace {_size(report['activation_bytes'])}")

@@ -496,8 +496,9 @@ def _data_shards(mesh, rules, global_batch: int) -> dict[str, Any]:
     """Which rows of the global batch each host's devices hold, and what would break the loader.
 
     baobab's loaders give host ``p`` of ``n`` examples ``p, p + n, ...`` of the shuffled
-    stream, ``global_batch / n`` rows per step, and place them on that host's devices,
-    so each host's devices must hold one block of exactly that many rows.
+    stream, ``global_batch / n`` rows per step, and ``jax.make_array_from_process_local_data``
+    places them, in order, on the rows that host's devices hold (which need not be one
+    block). So each host's devices must hold exactly ``global_batch / n`` distinct rows.
     """
     sharding = btrain.batch_sharding(1, mesh=mesh, rules=rules)
     rows: dict[int, set[int]] = {}
@@ -511,17 +512,29 @@ def _data_shards(mesh, rules, global_batch: int) -> dict[str, Any]:
         problems.append(f"data.batch_size={global_batch} is not a multiple of the {len(hosts)} hosts; each host "
                         f"loads batch_size / hosts rows")
     per_host = global_batch // len(hosts)
-    for host in hosts:
-        held = rows[host]
-        if len(held) != per_host or max(held) - min(held) + 1 != len(held):
-            problems.append(f"host {host}'s devices hold {len(held)} rows of the global batch, not one block of "
-                            f"{per_host}: the batch must split across hosts (mesh axes of the 'batch' rule), so "
-                            f"keep the tensor axis within a host")
-            break
+    shared = [h for h in hosts if len(rows[h]) != per_host]
+    if shared and not problems:
+        problems.append(f"host {shared[0]}'s devices hold {len(rows[shared[0]])} rows of the global batch, but "
+                        f"each host loads {per_host} different ones: the 'batch' rule's mesh axes must split the "
+                        f"batch over the hosts (keep the tensor axis within a host)")
     spec = sharding.spec[0] if len(sharding.spec) else None
     axes = () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
-    return {"hosts": [{"host": h, "devices": devices[h], "rows": (min(rows[h]), max(rows[h]) + 1)} for h in hosts],
+    return {"hosts": [{"host": h, "devices": devices[h], "rows": _ranges(rows[h])} for h in hosts],
             "problems": problems, "batch_shards": int(np.prod([mesh.shape[a] for a in axes]))}
+
+
+def _ranges(rows: set[int]) -> str:
+    """``{0, 1, 2, 3, 8, 9}`` -> ``"0-3, 8-9"``."""
+    out, ordered = [], sorted(rows)
+    start = prev = ordered[0]
+    for r in [*ordered[1:], None]:
+        if r is not None and r == prev + 1:
+            prev = r
+            continue
+        out.append(f"{start}-{prev}" if prev > start else f"{start}")
+        if r is not None:
+            start = prev = r
+    return ", ".join(out)
 
 
 def _tpu_fit(report: dict[str, Any], topo, out_of_memory) -> dict[str, Any]:
