@@ -17,7 +17,7 @@ import pytest
 from baobab import models, nn
 from baobab.models import hf_io
 
-safetensors_numpy = pytest.importorskip("safetensors.numpy")
+import safetensors.numpy as safetensors_numpy
 
 CONFIG = models.LlamaConfig(vocab_size=8192, max_len=64, hidden_size=512, num_layers=2, num_heads=8, num_kv_heads=4,
                             intermediate_size=1024, rope_scaling=None, tie_embeddings=False)

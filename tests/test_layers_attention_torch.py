@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 F = torch.nn.functional
 
 from baobab import nn  # noqa: E402

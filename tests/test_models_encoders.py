@@ -15,9 +15,9 @@ import pytest
 from baobab import models
 from baobab.models import hf
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-safetensors_numpy = pytest.importorskip("safetensors.numpy")
+import torch
+import transformers
+import safetensors.numpy as safetensors_numpy
 
 ATOL = 1e-5
 

@@ -15,9 +15,9 @@ import pytest
 from baobab import models, nn
 from baobab.models import hf
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-safetensors_numpy = pytest.importorskip("safetensors.numpy")
+import torch
+import transformers
+import safetensors.numpy as safetensors_numpy
 
 PROMPT_LEN, STEPS = 5, 20
 forward = jax.jit(lambda model, ids: model(ids))  # compiled once per model structure and shape
