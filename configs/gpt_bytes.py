@@ -7,7 +7,7 @@ Sharded:   baobab train configs/gpt_bytes.py mesh.data=1 mesh.fsdp=4 mesh.tensor
            (on 8 devices, e.g. XLA_FLAGS=--xla_force_host_platform_device_count=8)
 Hardware:  2-core x86_64 CPU, no GPU
 Wall time: 1,094 s for 1,500 steps (0.75 s/step, 2.7k tokens/s) while other jobs loaded the
-           2 cores (load average ~5); the same step ran ~5x faster on a quiet machine
+           2 cores (load average ~5); not yet measured on a quiet machine
 Metric:    eval loss 2.62 nats/byte (from 5.55 at init), eval token accuracy 0.343;
            train loss 2.15. Samples are still word-salad at this size and length:
            `baobab generate runs/gpt_bytes --prompt "import os" --temperature 0.8 --top-k 40`
