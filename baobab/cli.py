@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import textwrap
 from pathlib import Path
 
 from baobab import __version__, _cli_hf
@@ -174,8 +173,9 @@ def _plan_text(report: dict, indent: str = "") -> str:
                       f"activations and workspace {_size(report['activation_bytes'])}")
     if report["argument_bytes"] is not None:
         add("XLA memory", f"arguments {_size(report['argument_bytes'])}, outputs {_size(report['output_bytes'])} "
-                          f"(aliased {_size(report['alias_bytes'])}), temporaries {_size(report['temp_bytes'])}; "
-                          f"needs {_size(report['needed_bytes'])} per device")
+                          f"(aliased {_size(report['alias_bytes'])}), temporaries {_size(report['temp_bytes'])}"
+                          + (f", peak {_size(report['peak_bytes'])}" if report["peak_bytes"] else "")
+                          + f"; needs {_size(report['needed_bytes'])} per device")
     xla = report["flops_per_step"]
     add("FLOPs per step", ("?" if xla is None else f"{xla:.4g}") +
         " per device (XLA cost analysis, per device: counts each loop body once)")
@@ -217,8 +217,8 @@ def _plan_text(report: dict, indent: str = "") -> str:
         text += f"\n\n{indent}re-planned with {' '.join(report['fixes'][-1]['overrides'])}:\n"
         text += _plan_text(replan, indent + "    ")
     elif "fixes" in report:
-        text += (f"\n{indent}{'':<16} none fits: use a bigger slice (more chips), a shorter data.seq_len or a "
-                 f"smaller data.batch_size")
+        text += (f"\n{indent}{'':<16} none fits: try more chips, a chip with more HBM (v5p has 95 GiB), a shorter "
+                 f"data.seq_len or a smaller data.batch_size")
     return text
 
 

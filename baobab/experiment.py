@@ -409,7 +409,8 @@ def plan(config: ExperimentConfig, *, mesh=None, fix: bool = True) -> dict[str, 
         "output_bytes": size("output_size_in_bytes"),
         "temp_bytes": size("temp_size_in_bytes"),
         "alias_bytes": size("alias_size_in_bytes"),
-        "needed_bytes": _needed_bytes(memory, topo is not None) if out_of_memory is None else out_of_memory[0],
+        "peak_bytes": size("peak_memory_in_bytes") if topo is not None else None,  # CPU: no real peak
+        "needed_bytes": _needed_bytes(memory) if out_of_memory is None else out_of_memory[0],
         "compile_seconds": compile_s,
         "summary": nn.summary_table(state.model, mesh=mesh, rules=rules),
         "topology": None,
@@ -424,12 +425,10 @@ def plan(config: ExperimentConfig, *, mesh=None, fix: bool = True) -> dict[str, 
     return report
 
 
-#: What ``plan`` would suggest or check but the config cannot express yet.
+#: What ``plan`` would suggest but the config cannot express yet.
 NOT_EXPRESSIBLE = (
-    "bf16 optimizer state with fp32 master weights (optax's mu_dtype) has no config key; the bf16 fix below "
-    "stores parameters and Adam moments in bf16 (trainer.precision params=bfloat16)",
-    "fine-tuning keys (init_from, LoRA, freezing) are not config keys yet, so plan compiles full training; "
-    "frozen parameters, once expressible, get no optimizer state and plan counts only trainable ones",
+    "bf16 Adam moments with fp32 master weights (optax's mu_dtype) have no config key; the bf16 fix stores "
+    "parameters and Adam moments in bf16 (trainer.precision params=bfloat16), which changes the numerics",
 )
 
 
@@ -460,12 +459,14 @@ def _compile(traced, topo):
         return None, out_of_memory
 
 
-def _needed_bytes(memory, on_tpu: bool) -> Optional[int]:
-    """Bytes one device needs for the step: the TPU compiler's peak, else live arguments plus temporaries."""
+def _needed_bytes(memory) -> Optional[int]:
+    """Bytes one device needs for the step: live arguments and outputs plus temporaries.
+
+    The TPU backend also reports a ``peak_memory_in_bytes`` from its liveness analysis,
+    which can be lower; this sum is the conservative figure (MaxText reports the same).
+    """
     if memory is None:
         return None
-    if on_tpu and getattr(memory, "peak_memory_in_bytes", 0):  # the CPU backend reports no real peak
-        return int(memory.peak_memory_in_bytes)
     return int(memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
                + memory.temp_size_in_bytes)
 
@@ -604,8 +605,11 @@ def _find_fix(config: ExperimentConfig, report: dict[str, Any]) -> tuple[list[di
     """Re-plan with each candidate fix in turn; stop at the first that fits."""
     from baobab.config import apply_overrides
 
+    candidates = _fix_candidates(config, report)
+    if len(candidates) > MAX_FIX_TRIES:  # keep "all of the above together" last
+        candidates = [*candidates[:MAX_FIX_TRIES - 1], candidates[-1]]
     tried = []
-    for overrides, why in _fix_candidates(config, report)[:MAX_FIX_TRIES]:
+    for overrides, why in candidates:
         entry: dict[str, Any] = {"overrides": list(overrides), "why": why, "fits": False, "needed_bytes": None,
                                  "error": None}
         tried.append(entry)

@@ -141,7 +141,6 @@ def quiet_libtpu() -> Iterator[None]:
                 sys.stderr.write("".join(kept))
 
 
-@functools.lru_cache(maxsize=None)
 def topology(name: str) -> Topology:
     """The compile-only devices of a TPU slice, from libtpu, on whatever machine this is.
 
@@ -152,16 +151,21 @@ def topology(name: str) -> Topology:
     chip, shape = parse_topology(name)
     if not libtpu_available():
         raise TopologyError(LIBTPU_MISSING)
+    return _describe(f"{chip.generation}:" + "x".join(map(str, shape)))
+
+
+@functools.lru_cache(maxsize=None)
+def _describe(name: str) -> Topology:
     # libtpu holds /tmp/libtpu_lockfile for the life of a process that loaded it; a
     # compile-only client touches no chip, so several may share a host.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     import jax
     from jax.experimental import topologies
 
+    chip, shape = parse_topology(name)
     try:
         with quiet_libtpu():
-            desc = topologies.get_topology_desc(platform="tpu", topology_name=f"{chip.generation}:"
-                                                + "x".join(map(str, shape)), chip_config_name=chip.chip_config)
+            desc = topologies.get_topology_desc(platform="tpu", topology_name=name, chip_config_name=chip.chip_config)
     except jax.errors.JaxRuntimeError as err:
         reason = str(err).strip().splitlines()[0]
         raise TopologyError(f"TPU topology {name!r} was refused by libtpu ({reason}); each dimension must be a "
@@ -182,7 +186,7 @@ def compiler_out_of_memory(message: str) -> tuple[int, int] | None:
 
     >>> compiler_out_of_memory("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required "
     ...                        "for HLO temporaries (19.90G) exceeds available HBM (15.75G).")
-    (21367451238, 16911433728)
+    (21367462297, 16911433728)
     """
     if "RESOURCE_EXHAUSTED" not in message and "memory" not in message.lower():
         return None

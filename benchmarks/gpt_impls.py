@@ -135,13 +135,83 @@ def _jax_impl(name: str, train_step: Any, state: list, spec: GPTSpec, num_params
     return Impl(name, step, num_params, float(cost["flops"]), compiled)
 
 
-def build_baobab(spec: GPTSpec, *, scan_layers: bool = False, policy: Any = None) -> Impl:
-    """``baobab.models.GPT2`` (built from ``nn`` layers), ``optax.adamw``, one donating ``jax.jit`` step."""
+def nn_model(spec: GPTSpec):
+    """The GPT assembled from ``baobab.nn`` layers, holding the shared weights.
+
+    ``nn.Embedding``, ``nn.LearnedPositionalEmbedding``, and per block ``nn.LayerNorm``,
+    ``nn.MultiHeadAttention`` (separate q, k, v projections: the fused ``c_attn`` weight
+    is split three ways, so the parameter count is the same), ``nn.LayerNorm`` and
+    ``nn.MLP`` (tanh GELU); a final ``nn.LayerNorm``; the unembedding is ``wte.attend``.
+    """
+    import jax
+    import jax.numpy as jnp
+    from baobab import nn
+
+    class Block(nn.Module):
+        ln_1: nn.LayerNorm
+        attn: nn.MultiHeadAttention
+        ln_2: nn.LayerNorm
+        mlp: nn.MLP
+
+        def __init__(self, *, key: jax.Array):
+            self.ln_1 = nn.LayerNorm(spec.d)
+            self.attn = nn.MultiHeadAttention(spec.d, spec.heads, key=nn.subkey(key, "attn"))
+            self.ln_2 = nn.LayerNorm(spec.d)
+            self.mlp = nn.MLP(spec.d, 4 * spec.d, spec.d, key=nn.subkey(key, "mlp"))
+
+        def __call__(self, x: jax.Array) -> jax.Array:
+            x = x + self.attn(self.ln_1(x), causal=True)  # (B, T, D)
+            return x + self.mlp(self.ln_2(x))  # (B, T, D)
+
+    class GPT(nn.Module):
+        wte: nn.Embedding
+        wpe: nn.LearnedPositionalEmbedding
+        blocks: tuple[Block, ...]
+        ln_f: nn.LayerNorm
+
+        def __init__(self, *, key: jax.Array):
+            self.wte = nn.Embedding(spec.vocab, spec.d, key=nn.subkey(key, "wte"))
+            self.wpe = nn.LearnedPositionalEmbedding(spec.seq, spec.d, key=nn.subkey(key, "wpe"))
+            self.blocks = tuple(Block(key=nn.subkey(key, f"blocks[{i}]")) for i in range(spec.layers))
+            self.ln_f = nn.LayerNorm(spec.d)
+
+        def __call__(self, ids: jax.Array) -> jax.Array:
+            x = self.wte(ids) + self.wpe(jnp.arange(ids.shape[1]))  # (B, T, D)
+            for block in self.blocks:
+                x = block(x)
+            return self.wte.attend(self.ln_f(x))  # (B, T, V)
+
+    w = shared_weights(spec)
+    values = {"wte.weight": w["wte"], "wpe.weight": w["wpe"], "ln_f.weight": w["lnf_w"], "ln_f.bias": w["lnf_b"]}
+    for i, p in enumerate(w["blocks"]):
+        q, k, v = np.split(p["qkv_w"], 3, axis=1)
+        qb, kb, vb = np.split(p["qkv_b"], 3)
+        b = f"blocks[{i}]."
+        values.update({
+            b + "ln_1.weight": p["ln1_w"], b + "ln_1.bias": p["ln1_b"],
+            b + "attn.q.weight": q, b + "attn.q.bias": qb, b + "attn.k.weight": k, b + "attn.k.bias": kb,
+            b + "attn.v.weight": v, b + "attn.v.bias": vb,
+            b + "attn.o.weight": p["proj_w"], b + "attn.o.bias": p["proj_b"],
+            b + "ln_2.weight": p["ln2_w"], b + "ln_2.bias": p["ln2_b"],
+            b + "mlp.fc1.weight": p["fc_w"], b + "mlp.fc1.bias": p["fc_b"],
+            b + "mlp.fc2.weight": p["out_w"], b + "mlp.fc2.bias": p["out_b"]})
+    model = GPT(key=jax.random.key(spec.seed))
+    return nn.load_state_dict(model, {k: jnp.asarray(np.ascontiguousarray(v)) for k, v in values.items()})
+
+
+def build_baobab(spec: GPTSpec, *, scan_layers: bool = False, policy: Any = None,
+                 model: str = "nn") -> Impl:
+    """baobab's GPT, ``optax.adamw``, one donating ``jax.jit`` step.
+
+    ``model="nn"``: assembled from ``nn`` layers (``nn_model``); ``model="gpt2"``:
+    ``baobab.models.GPT2`` (optionally with ``scan_layers``).
+    """
     import jax
     import optax
     from baobab import nn
 
-    model = baobab_model(spec, scan_layers=scan_layers)
+    name = {"nn": "baobab", "gpt2": "baobab_gpt2"}[model]
+    model = nn_model(spec) if name == "baobab" else baobab_model(spec, scan_layers=scan_layers)
     if policy is not None:
         model = nn.with_policy(model, policy)
     opt = _adamw(spec)
@@ -156,7 +226,7 @@ def build_baobab(spec: GPTSpec, *, scan_layers: bool = False, policy: Any = None
         return optax.apply_updates(model, updates), opt_state, loss
 
     n = sum(a.size for a in jax.tree.leaves(model))
-    return _jax_impl("baobab", train_step, [model, opt.init(model)], spec, n)
+    return _jax_impl(name, train_step, [model, opt.init(model)], spec, n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,6 +573,7 @@ def build_torch(spec: GPTSpec, *, compile: bool = False, device: str = "cpu",
 def builders(spec: GPTSpec) -> dict[str, Callable[[], Impl]]:
     return {
         "baobab": lambda: build_baobab(spec),
+        "baobab_gpt2": lambda: build_baobab(spec, model="gpt2"),
         "raw_jax": lambda: build_raw_jax(spec),
         "equinox": lambda: build_equinox(spec),
         "nnx_jit": lambda: build_nnx(spec),

@@ -1,6 +1,7 @@
 """``MultiHeadAttention``: self- and cross-attention with GQA/MQA, RoPE, masks and a KV cache.
 
-The attention itself is ``jax.nn.dot_product_attention``; this layer adds the
+The attention itself is ``jax.nn.dot_product_attention`` on accelerators, and
+``attention_cpu`` below when JAX runs on the CPU; this layer adds the
 projections, head split/merge, rotary embedding, the masks (boolean mask,
 causal, packed-sequence segments, cache validity) and the decoding cache.
 """
@@ -34,6 +35,51 @@ def _uniform(bound: float):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
     return init
+
+
+def attention_cpu(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
+                  is_causal: bool = False) -> jax.Array:
+    """Scaled dot-product attention laid out for XLA:CPU; same result as ``jax.nn.dot_product_attention``.
+
+    ``q``: ``(B, T, H, D)``; ``k``, ``v``: ``(B, S, K, D)`` with ``K`` dividing ``H``
+    (grouped-query attention); ``mask``: boolean, broadcastable to ``(B, H, T, S)``,
+    True = attend; ``is_causal``: query ``t`` sees keys ``s <= t``. Returns ``(B, T, H, D)``.
+
+    Differences from ``jax.nn.dot_product_attention``'s XLA path, each measured on a
+    2-core CPU (fwd + bwd of one GPT-2-style layer, B=16, T=128, 4 heads of 64: 30 ms
+    there, 19 ms here, see benchmarks/RESULTS.md): the heads move in front once
+    (``(B, K, G, T, D)``), so both matmuls are plain batched GEMMs without relayouts;
+    the scale multiplies ``q`` instead of the ``T x S`` logits; masking adds a large
+    negative number; and the softmax is normalised after multiplying by ``v``, on
+    ``(T, D)`` instead of ``(T, S)``. Logits and the softmax are float32 whatever the
+    input dtype, as in JAX. A query that may attend to nothing gets the mean of the
+    values, also as in JAX.
+    """
+    B, T, H, D = q.shape
+    S, K = k.shape[1], k.shape[2]
+    G = H // K
+    q = (q * jnp.asarray(D ** -0.5, q.dtype)).reshape(B, T, K, G, D).transpose(0, 2, 3, 1, 4)  # (B, K, G, T, D)
+    k = k.transpose(0, 2, 1, 3)  # (B, K, S, D)
+    v = v.transpose(0, 2, 1, 3)  # (B, K, S, D)
+    logits = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)  # (B, K, G, T, S)
+    big = jnp.asarray(-0.7 * float(jnp.finfo(jnp.float32).max), jnp.float32)
+    causal = jnp.tril(jnp.ones((T, S), jnp.bool_)) if is_causal else None  # (T, S), top-left aligned
+    if mask is not None:
+        mask = jnp.broadcast_to(mask, (*mask.shape[:2], T, S))
+        groups = (K, G) if mask.shape[1] == H else (1, 1)  # per head, or one mask for every head
+        visible = mask.reshape(mask.shape[0], *groups, T, S)
+        if causal is not None:
+            visible = jnp.logical_and(visible, causal)
+        # A select, not an addition: a row that sees nothing must give its logits no gradient.
+        logits = jnp.where(visible, logits, big)
+    elif causal is not None:  # every row sees key 0, so adding is exact (and cheaper than a select)
+        logits = logits + jnp.where(causal, 0.0, big)
+    logits = logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    weights = jnp.exp(logits)  # (B, K, G, T, S), unnormalised
+    out = jnp.einsum("bkgts,bksd->bkgtd", weights.astype(v.dtype), v,
+                     preferred_element_type=jnp.float32)  # (B, K, G, T, D)
+    out = out / jnp.sum(weights, axis=-1, keepdims=True)
+    return out.astype(v.dtype).transpose(0, 3, 1, 2, 4).reshape(B, T, H, D)
 
 
 def _check_implementation(implementation: object) -> str | None:
@@ -116,7 +162,9 @@ class MultiHeadAttention(Module):
     of the values (``jax.nn.dot_product_attention``'s behaviour); mask it downstream.
 
     ``implementation`` is passed to ``jax.nn.dot_product_attention``: ``None``/``"xla"``
-    (any backend) or ``"cudnn"`` (NVIDIA GPU, bf16/fp16 inputs). ``"flash"`` raises
+    (any backend) or ``"cudnn"`` (NVIDIA GPU, bf16/fp16 inputs). When JAX runs on the
+    CPU, ``None``/``"xla"`` use ``attention_cpu`` in this file instead: the same
+    result, laid out to run about 1.5x faster on XLA:CPU. ``"flash"`` raises
     ``NotImplementedError``: a TPU splash kernel exists but is not wired in. There is
     no attention dropout.
 
@@ -263,8 +311,11 @@ class MultiHeadAttention(Module):
             combined = jnp.broadcast_to(combined, (B, combined.shape[1], T, S))  # (B, H|1, T, S)
 
         self._check_backend(q)
-        out = jax.nn.dot_product_attention(q, k, v, mask=combined, is_causal=causal,
-                                           implementation=self.implementation)  # (B, T, H, D)
+        if self.implementation in (None, "xla") and jax.default_backend() == "cpu":
+            out = attention_cpu(q, k, v, mask=combined, is_causal=causal)  # (B, T, H, D)
+        else:
+            out = jax.nn.dot_product_attention(q, k, v, mask=combined, is_causal=causal,
+                                               implementation=self.implementation)  # (B, T, H, D)
         if cache is not None:  # overflow cannot raise under jit: poison the output instead
             out = jnp.where(start + T > cache.max_len, jnp.nan, out)
         out = self.o(einops.rearrange(out, "b t h d -> b t (h d)"))  # (B, T, out_features)

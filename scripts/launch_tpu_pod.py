@@ -11,7 +11,7 @@ What it does, in order:
 2. With ``--create``: ``gcloud compute tpus tpu-vm create`` of the matching accelerator type.
 3. ``gcloud compute tpus tpu-vm scp --worker=all``: this checkout's code and configs to
    ``~/baobab`` on every host.
-4. ``gcloud compute tpus tpu-vm ssh --worker=all``: ``pip install -e '.[tpu]'`` on every host.
+4. ``gcloud compute tpus tpu-vm ssh --worker=all``: ``pip install -e ".[tpu]"`` on every host.
 5. ``gcloud compute tpus tpu-vm ssh --worker=all``: ``baobab train CONFIG OVERRIDES`` on every
    host (the same config and overrides that were planned).
 
@@ -78,7 +78,7 @@ def gcloud_commands(args: argparse.Namespace, accelerator_type: str) -> list[lis
     commands += [
         ssh(f"mkdir -p {REMOTE_DIR}"),
         [*tpu_vm, "scp", "--recurse", *sources, f"{args.tpu}:{REMOTE_DIR}/", *where, "--worker=all"],
-        ssh(f"cd {REMOTE_DIR} && pip install -e '.[tpu]'"),
+        ssh(f'cd {REMOTE_DIR} && pip install -e ".[tpu]"'),
         ssh(f"cd {REMOTE_DIR} && {train}"),
     ]
     return commands
