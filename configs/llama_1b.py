@@ -3,7 +3,9 @@ RMSNorm, SwiGLU, tied embeddings), sized for real hardware; it does not train he
 
 Plan:      XLA_FLAGS=--xla_force_host_platform_device_count=8 baobab plan configs/llama_1b.py mesh.data=1 mesh.fsdp=8
 Hardware:  plan runs on a 2-core CPU with 8 fake devices; training wants GPUs/TPUs
-Metric:    FILL (from `baobab plan`)
+Measured:  see docs/tpu_pods.md for real `baobab plan --topology` output of this config
+           (v5e:4x4: data-parallel needs 17.55 GiB per 16 GiB chip and does not fit;
+           mesh.data=8 mesh.fsdp=2 fits at 9.26 GiB). The 8-fake-CPU-device plan was not run.
 """
 
 from baobab.data import TextData

@@ -6,8 +6,9 @@ writes a small real one (Pillow-drawn circles, squares and triangles, 32x32).
 Command:   python scripts/make_shapes_dataset.py runs/shapes
            baobab train configs/resnet_folder.py data.train_dir=runs/shapes/train data.eval_dir=runs/shapes/test
 Hardware:  2-core x86_64 CPU, no GPU
-Wall time: FILL
-Metric:    FILL
+Wall time: 166 s for 200 steps (batch 32), compile and eval included, load average ~6 from other jobs
+Metric:    eval accuracy 1.000 on the 90 held-out shapes (train loss 0.007): the task is easy for
+           a ResNet-18; it shows the image-folder path end to end
 """
 
 from baobab.data import ImageFolderData
