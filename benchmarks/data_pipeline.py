@@ -21,7 +21,10 @@ Ratios are baobab / torch (> 1: baobab is faster). torch is a benchmark-only dep
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +32,9 @@ import numpy as np
 import torch
 
 from baobab import data
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _harness as H  # noqa: E402
 
 MNIST_BATCH, TEXT_BATCH, TEXT_LENGTH, ROUNDS = 128, 16, 256, 3
 MNIST_TRANSFORMS = (data.RandomCrop((28, 28), padding=2), data.Normalize(mean=0.1307, std=0.3081))
@@ -174,7 +180,9 @@ def data_wait(steps: int) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few batches only (smoke run)")
+    parser.add_argument("--json", default=str(H.RESULTS_DIR / "data_pipeline.json"), help="where to write the results")
     args = parser.parse_args()
+    info = H.machine()
     scale = 0.1 if args.quick else 1.0
     mnist_batches, steps = int(100 * scale), int(200 * scale)
     files = data.stdlib_text_files(limit=int(200 * scale))  # ~3.2 MB of Python source
@@ -211,10 +219,19 @@ def main() -> None:
           f"ratio to DataLoader: {ours / theirs:4.2f} (per round {min(ratios):.2f}-{max(ratios):.2f})")
     print(f"  torch DataLoader (numpy packing): {theirs:8.0f} rows/s")
 
+    text_rows = (ours, theirs)
+
     fraction, with_loader, fixed = data_wait(steps)
     print(f"\nData wait, jitted MNIST CNN step (batch {MNIST_BATCH}, device prefetch 2):")
     print(f"  step on a fixed batch {fixed:6.2f} ms; step fed by the loader {with_loader:6.2f} ms; "
           f"waiting on data {100 * fraction:4.2f} % of step time (goal <= 2 %)")
+    info["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    result = {"benchmark": "data_pipeline", "machine": info, "quick": args.quick, "rounds": ROUNDS,
+              "mnist_examples_per_s": {k: float(np.median(v)) for k, v in runs.items()},
+              "text_rows_per_s": {"baobab": text_rows[0], "torch": text_rows[1]},
+              "text_tokens_per_s_baobab": text_rows[0] * TEXT_LENGTH,
+              "data_wait_fraction": fraction, "step_ms_with_loader": with_loader, "step_ms_fixed_batch": fixed}
+    print(f"wrote {H.write_json(args.json, result)}")
 
 
 if __name__ == "__main__":

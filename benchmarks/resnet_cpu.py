@@ -166,7 +166,7 @@ def torch_model(spec: ResNetSpec):
                 value = value.transpose(3, 2, 0, 1)
             elif value.ndim == 2:  # Linear (in, out) -> (out, in)
                 value = value.T
-            tensor.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+            tensor.copy_(torch.from_numpy(np.array(value)))
     return model
 
 

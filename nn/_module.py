@@ -140,6 +140,7 @@ def static(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
 _INITIALIZING = "_baobab_initializing"
 META = "_baobab_meta"  # dict: field name -> ArrayMeta
 POLICY = "_baobab_policy"  # precision Policy or None
+AUX = "_baobab_aux"  # the pytree aux data, computed once: a built module never changes
 
 
 def _describe(value: Any) -> str:
@@ -262,6 +263,7 @@ def _finish(obj: "Module") -> "Module":
             ) from None
     obj.__dict__[META] = metas
     obj.__dict__.setdefault(POLICY, None)
+    obj.__dict__.pop(AUX, None)
     return obj
 
 
@@ -271,10 +273,15 @@ def _finish(obj: "Module") -> "Module":
 
 
 def _aux(obj: "Module") -> tuple:
+    # Cached: every jitted call flattens its module arguments, and building this tuple
+    # was two thirds of the flattening time (benchmarks/mlp_overhead.py). Whatever
+    # changes statics, metadata or policy makes a new object (replace() drops the cache).
     d = obj.__dict__
-    statics = tuple(d[n] for n in type(obj)._baobab_static)
-    metas = d[META]
-    return statics, tuple(sorted(metas.items())), d[POLICY]
+    aux = d.get(AUX)
+    if aux is None:
+        statics = tuple(d[n] for n in type(obj)._baobab_static)
+        aux = d[AUX] = (statics, tuple(sorted(d[META].items())), d[POLICY])
+    return aux
 
 
 def _flatten(obj: "Module"):
@@ -296,6 +303,7 @@ def _unflatten(cls: type, aux: tuple, children: Any) -> "Module":
     d.update(zip(cls._baobab_static, statics))
     d[META] = dict(metas)
     d[POLICY] = policy
+    d[AUX] = aux
     return obj
 
 
@@ -310,6 +318,7 @@ def replace(module: "Module", **changes: Any) -> "Module":
             )
     obj = object.__new__(cls)
     obj.__dict__.update(module.__dict__)
+    obj.__dict__.pop(AUX, None)  # callers may change statics, metadata or the policy
     obj.__dict__[META] = dict(module.__dict__[META])
     obj.__dict__.update(changes)
     return obj

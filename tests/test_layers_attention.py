@@ -311,3 +311,23 @@ def test_doctests():
     for module in (_attention, _kv_cache, _positional):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+@pytest.mark.parametrize("t,s,heads,kv_heads", [(150, 150, 4, 2), (130, 70, 2, 2), (70, 130, 3, 1)])
+def test_cpu_attention_blocked_causal_matches_jax(t, s, heads, kv_heads):
+    # Longer than nn.CAUSAL_BLOCK rows, with a ragged last block and T != S (top-left aligned).
+    from baobab.nn._attention import CAUSAL_BLOCK, attention_cpu
+
+    assert t > CAUSAL_BLOCK or s > CAUSAL_BLOCK
+    kq, kk, kv, kg = jax.random.split(jax.random.key(3), 4)
+    q = jax.random.normal(kq, (2, t, heads, 8))
+    k = jax.random.normal(kk, (2, s, kv_heads, 8))
+    v = jax.random.normal(kv, (2, s, kv_heads, 8))
+    ref = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
+    np.testing.assert_allclose(attention_cpu(q, k, v, is_causal=True), ref, rtol=2e-5, atol=2e-6)
+    g = jax.random.normal(kg, ref.shape)
+    grads = jax.grad(lambda *a: jnp.vdot(attention_cpu(*a, is_causal=True), g), argnums=(0, 1, 2))(q, k, v)
+    ref_grads = jax.grad(lambda *a: jnp.vdot(jax.nn.dot_product_attention(*a, is_causal=True), g),
+                         argnums=(0, 1, 2))(q, k, v)
+    for got, want in zip(grads, ref_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
