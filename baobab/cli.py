@@ -9,7 +9,10 @@ Exit codes: 0 success (also a run stopped by SIGTERM/SIGINT after checkpointing)
 from __future__ import annotations
 
 import argparse
+import glob
+import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -329,9 +332,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _has_accelerator() -> bool:
+    """A TPU (Google PCI device, /dev/accel*, /dev/vfio), NVIDIA or AMD GPU may be attached."""
+    google = any(Path(p).read_text().strip() == "0x1ae0" for p in glob.glob("/sys/bus/pci/devices/*/vendor"))
+    files = ("/dev/nvidia0", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+    return google or any(os.path.exists(f) for f in files) or bool(glob.glob("/dev/accel*") + glob.glob("/dev/vfio/[0-9]*"))
+
+
+def _cpu_when_no_accelerator() -> None:
+    """Run on the CPU, without loading libtpu, on a machine that has no accelerator at all.
+
+    The test extra installs libtpu (for ``plan --topology``); left alone, JAX loads it
+    on every command and it prints pages of TPU-detection warnings on a laptop.
+    ``JAX_PLATFORMS`` set by the user always wins.
+    """
+    if os.environ.get("JAX_PLATFORMS") or "JAX_FORCE_TPU_INIT" in os.environ:
+        return
+    if importlib.util.find_spec("libtpu") is None or _has_accelerator():
+        return
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _cpu_when_no_accelerator()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -93,6 +93,7 @@ class TrainerConfig(Config):
     precision: Optional[str] = None  # e.g. "params=float32,compute=bfloat16,output=float32"
     ema_decay: Optional[float] = None
     eval_every: int = pydantic.Field(0, ge=0)
+    eval_at_start: bool = False  # evaluate the starting model too (step 0): a fine-tune's "before"
     on_nonfinite: Literal["stop", "skip"] = "stop"
 
 
@@ -176,9 +177,27 @@ def _lm_eval(model, batch):
     return {"loss": loss.sum(-1) / n, "token_accuracy": correct.sum(-1) / n}
 
 
+def _text_logits(model, batch, key):
+    ids, mask = batch["input_ids"], batch["attention_mask"]  # (B, T) each
+    return model(ids, mask, key=key) if key is not None and _accepts_key(model) else model(ids, mask)
+
+
+def _text_classification_loss(model, batch, key):
+    logits = _text_logits(model, batch, key).astype(jnp.float32)  # (B, classes)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    return loss.mean(), {"accuracy": (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32).mean()}
+
+
+def _text_classification_eval(model, batch):
+    logits = _text_logits(model, batch, None).astype(jnp.float32)  # (B, classes)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    return {"loss": loss, "accuracy": (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)}
+
+
 #: Task name -> (loss_fn, eval_fn, tokens key for throughput).
 TASKS: dict[str, tuple[Callable, Callable, Optional[str]]] = {
     "classification": (_classification_loss, _classification_eval, None),
+    "text_classification": (_text_classification_loss, _text_classification_eval, "input_ids"),
     "language_model": (_lm_loss, _lm_eval, "tokens"),
 }
 
@@ -222,6 +241,19 @@ def _check_model_fits_data(config: ExperimentConfig, info: bdata.DataInfo) -> No
                                 + (f" model.in_channels={c}" if hasattr(m, "in_channels") else ""))
         if m.kind in ("gpt2", "llama", "bert"):
             problems.append(f"model.kind = {m.kind!r} is a text model but data.kind = {config.data.kind!r} is images")
+    elif info.task == "text_classification":
+        if m.kind != "bert":
+            problems.append(f"data.kind = {config.data.kind!r} feeds token ids and an attention mask; use "
+                            f"model.kind=bert, not {m.kind!r}")
+        else:
+            if m.num_classes != info.num_classes:
+                problems.append(f"model.num_classes = {m.num_classes} but the data has {info.num_classes} classes; "
+                                f"set model.num_classes={info.num_classes}")
+            if m.vocab_size < (info.vocab_size or 0):
+                problems.append(f"model.vocab_size = {m.vocab_size} is smaller than the tokenizer's "
+                                f"{info.vocab_size}; use the model's own tokenizer.json as data.tokenizer")
+            if m.max_len < (info.seq_len or 0):
+                problems.append(f"the model handles {m.max_len} positions but data.seq_len = {info.seq_len}")
     else:
         if m.kind not in ("gpt2", "llama"):
             problems.append(f"data.kind = {config.data.kind!r} is language modelling; use model.kind=gpt2 or llama, "
@@ -251,7 +283,8 @@ def _settings(config: ExperimentConfig, **changes: Any) -> btrain.TrainerSetting
         workdir=t.workdir, steps=t.steps, seed=t.seed, mesh=btrain.MeshSpec(config.mesh.data, config.mesh.fsdp,
                                                                             config.mesh.tensor),
         rules=_rules(config), microbatches=t.microbatches, precision=t.precision, ema_decay=t.ema_decay,
-        log_every=lg.log_every, eval_every=t.eval_every, checkpoint_every=c.every, keep_checkpoints=c.keep,
+        log_every=lg.log_every, eval_every=t.eval_every,
+        eval_at_start=t.eval_at_start, checkpoint_every=c.every, keep_checkpoints=c.keep,
         keep_every=c.keep_every, async_checkpoints=c.async_save, on_nonfinite=t.on_nonfinite,
         profile_steps=lg.profile_steps, progress=lg.progress)
     values.update(changes)
@@ -642,6 +675,9 @@ def _abstract_batch(config: ExperimentConfig, info: bdata.DataInfo, mesh, rules)
     size = d.batch_size
     if info.task == "classification":
         shapes = {"image": ((size, *info.image_shape), jnp.float32), "label": ((size,), jnp.int32)}
+    elif info.task == "text_classification":
+        shapes = {"input_ids": ((size, info.seq_len), jnp.int32), "attention_mask": ((size, info.seq_len), jnp.int32),
+                  "label": ((size,), jnp.int32)}
     else:
         t = info.seq_len + 1
         shapes = {"tokens": ((size, t), jnp.int32), "tokens_segment_ids": ((size, t), jnp.int32),

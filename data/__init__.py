@@ -59,6 +59,11 @@ from ._prepared import write_split as write_split
 from ._records import decode_example as decode_example
 from ._records import encode_example as encode_example
 from ._tfds import from_tfds as from_tfds
+from ._text_classes import DOCSTRING_PACKAGES as DOCSTRING_PACKAGES
+from ._text_classes import EncodeText as EncodeText
+from ._text_classes import count_truncated as count_truncated
+from ._text_classes import jsonl_texts as jsonl_texts
+from ._text_classes import python_docstrings as python_docstrings
 from ._text import TextSource as TextSource
 from ._text import stdlib_text_files as stdlib_text_files
 from ._text import text_corpus as text_corpus
@@ -70,5 +75,6 @@ from ._config import DataInfo as DataInfo
 from ._config import ImageFolderData as ImageFolderData
 from ._config import MnistData as MnistData
 from ._config import PreparedData as PreparedData
+from ._config import TextClassificationData as TextClassificationData
 from ._config import TextData as TextData
 from ._config import build_data as build_data

@@ -7,12 +7,13 @@ An experiment's ``data`` section is one of the configs below, chosen by ``kind``
 
 >>> from baobab import data
 >>> sorted(data.DATASETS)
-['image_folder', 'mnist', 'prepared', 'text']
+['image_folder', 'mnist', 'prepared', 'text', 'text_classification']
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Literal, Mapping, Optional, Union
 
@@ -31,10 +32,13 @@ from ._mnist import mnist
 from ._packing import Pack
 from ._prepared import load_prepared
 from ._text import stdlib_text_files, text_corpus
+from ._text_classes import DOCSTRING_PACKAGES, EncodeText, count_truncated, jsonl_texts, python_docstrings
 from ._tokenize import ByteTokenize, Tokenize
 
-__all__ = ["MnistData", "ImageFolderData", "TextData", "PreparedData", "DataConfig", "DATASETS",
-           "DataInfo", "build_data"]
+__all__ = ["MnistData", "ImageFolderData", "TextData", "TextClassificationData", "PreparedData", "DataConfig",
+           "DATASETS", "DataInfo", "build_data"]
+
+log = logging.getLogger("baobab")
 
 
 class MnistData(Config):
@@ -80,6 +84,29 @@ class TextData(Config):
     num_threads: int = 0
 
 
+class TextClassificationData(Config):
+    """Labelled texts -> ``input_ids``, ``attention_mask`` ``(seq_len,)`` and ``label``, for ``models.Bert``.
+
+    ``train_file`` / ``eval_file``: JSON-lines files of ``{"text": ..., "label": ...}``
+    (labels are class names or int indices; the eval file uses the train file's
+    classes). Without ``train_file``, the built-in real task: standard-library
+    docstrings labelled by the package in ``packages`` they come from (one in five
+    held out for eval; ``data.python_docstrings``). ``tokenizer``: a ``tokenizer.json``
+    (the pretrained model's). Texts longer than ``seq_len`` tokens are cut; how many
+    is logged when the data is built.
+    """
+
+    kind: Literal["text_classification"] = "text_classification"
+    tokenizer: str
+    train_file: Optional[str] = None
+    eval_file: Optional[str] = None
+    packages: tuple[str, ...] = DOCSTRING_PACKAGES
+    seq_len: int = pydantic.Field(64, ge=2)
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    num_threads: int = 0
+
+
 class PreparedData(Config):
     """A folder written by ``baobab data prepare`` (ArrayRecord shards + metadata.json)."""
 
@@ -92,14 +119,15 @@ class PreparedData(Config):
     num_threads: int = 0
 
 
-DataConfig = Annotated[Union[MnistData, ImageFolderData, TextData, PreparedData], pydantic.Field(discriminator="kind")]
+DataConfig = Annotated[Union[MnistData, ImageFolderData, TextData, TextClassificationData, PreparedData],
+                       pydantic.Field(discriminator="kind")]
 
 
 @dataclasses.dataclass(frozen=True)
 class DataInfo:
     """What the model and the loss need to know about a dataset."""
 
-    task: str  # "classification" or "language_model"
+    task: str  # "classification" (images), "text_classification" or "language_model"
     num_classes: int | None = None
     vocab_size: int | None = None
     image_shape: tuple[int, ...] | None = None
@@ -166,6 +194,32 @@ def _text(cfg: TextData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Bui
     return train, _eval_factory(test), DataInfo("language_model", vocab_size=vocab, seq_len=cfg.seq_len)
 
 
+def _text_classification(cfg: TextClassificationData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
+    if cfg.train_file is None and cfg.eval_file is not None:
+        raise ConfigError("data.eval_file is set but data.train_file is not; give both (or neither, for the "
+                          "built-in docstring task).")
+    if cfg.train_file is None:
+        train_source, classes = python_docstrings("train", cfg.packages), tuple(cfg.packages)
+        eval_source = python_docstrings("test", cfg.packages)
+    else:
+        train_source, classes = jsonl_texts(cfg.train_file)
+        eval_source = jsonl_texts(cfg.eval_file, classes)[0] if cfg.eval_file else None
+    encode = EncodeText(cfg.tokenizer, cfg.seq_len)
+    sample = [train_source[i]["text"] for i in range(min(len(train_source), 10_000))]
+    cut = count_truncated(sample, cfg.tokenizer, cfg.seq_len)
+    if cut:
+        log.warning("data.seq_len = %d cuts %d of %d%s training texts (%.1f %%); raise data.seq_len to keep them "
+                    "whole.", cfg.seq_len, cut, len(sample), "" if len(sample) == len(train_source) else " sampled",
+                    100 * cut / len(sample))
+    train = train_loader(train_source, batch_size=cfg.batch_size, transforms=(encode,), seed=seed, mesh=mesh,
+                         rules=rules, num_threads=cfg.num_threads)
+    test = None
+    if eval_source is not None:
+        test = eval_loader(eval_source, batch_size=cfg.eval_batch_size, transforms=(encode,), mesh=mesh, rules=rules)
+    return train, _eval_factory(test), DataInfo("text_classification", num_classes=len(classes),
+                                                vocab_size=encode.vocab_size, seq_len=cfg.seq_len)
+
+
 def _prepared(cfg: PreparedData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
     meta = read_metadata(cfg.path)
     features = meta.get("features", {})
@@ -192,6 +246,7 @@ DATASETS: dict[str, tuple[type[Config], Callable[..., Built]]] = {
     "mnist": (MnistData, _mnist),
     "image_folder": (ImageFolderData, _image_folder),
     "text": (TextData, _text),
+    "text_classification": (TextClassificationData, _text_classification),
     "prepared": (PreparedData, _prepared),
 }
 

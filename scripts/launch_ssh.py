@@ -10,7 +10,7 @@ Exact commands::
 
     # print what would run, touching nothing
     python scripts/launch_ssh.py --hosts node1,node2 --dry-run -- configs/gpt_bytes.py trainer.steps=2000
-    # run it (logs in logs/launch_ssh/<host>.log, the first failure stops the rest)
+    # run it (logs in logs/launch_ssh/<i>-<host>.log, the first failure stops the rest)
     python scripts/launch_ssh.py --hosts node1,node2 --workdir /srv/baobab --venv /srv/venv -- configs/gpt_bytes.py
     # 2 processes on this machine, the same code path (no ssh: --local)
     python scripts/launch_ssh.py --hosts localhost,localhost --local -- configs/gpt_bytes.py
@@ -25,6 +25,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -42,6 +43,31 @@ def commands(hosts: list[str], train_args: list[str], *, port: int, workdir: str
                 + " baobab train " + " ".join(shlex.quote(a) for a in train_args))
         out.append(["bash", "-c", line] if local else ["ssh", "-o", "BatchMode=yes", host, line])
     return out
+
+
+def wait_all(procs: list[subprocess.Popen], *, grace_s: float = 10.0) -> list[int]:
+    """Wait for every process; once one fails, SIGTERM the rest, then SIGKILL them after ``grace_s``.
+
+    The survivors of a failed multi-process run would otherwise wait in a collective for
+    their lost peer until ``jax.distributed``'s heartbeat gives up (over a minute).
+    """
+    while None in (codes := [p.poll() for p in procs]) and not any(codes):
+        time.sleep(0.2)
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+    return [p.wait() for p in procs]
+
+
+def exit_code(codes: list[int]) -> int:
+    """One exit status for all: the largest, with a death by signal N counted as 128 + N (as shells do)."""
+    return max(128 - c if c < 0 else c for c in codes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     procs = [subprocess.Popen(cmd, stdout=open(logs / f"{i}-{h}.log", "w"), stderr=subprocess.STDOUT)
              for i, (h, cmd) in enumerate(zip(hosts, cmds, strict=True))]
-    codes = [p.wait() for p in procs]
+    codes = wait_all(procs)
     print(f"exit codes: {codes}; logs in {logs}/", file=sys.stderr)
-    return max(codes)
+    return exit_code(codes)
 
 
 if __name__ == "__main__":

@@ -129,3 +129,22 @@ def test_plan_reports_without_allocating(tmp_path):
     assert "parameters" in text and "FLOPs per step" in text and "temporaries" in text
     assert "transformer.h" in text and "P(" in text  # the shardings table
     assert "{'data': 2, 'fsdp': 2, 'tensor': 2} (8 devices)" in text
+
+
+def test_the_cli_keeps_libtpu_out_when_there_is_no_accelerator(monkeypatch):
+    import jax
+
+    from baobab import cli
+
+    calls = []
+    monkeypatch.setattr(jax.config, "update", lambda *a: calls.append(a))
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    monkeypatch.setattr(cli, "_has_accelerator", lambda: False)
+    cli._cpu_when_no_accelerator()
+    assert calls == [("jax_platforms", "cpu")]
+    monkeypatch.setattr(cli, "_has_accelerator", lambda: True)  # a GPU or TPU: JAX chooses
+    cli._cpu_when_no_accelerator()
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")  # the user's choice wins
+    monkeypatch.setattr(cli, "_has_accelerator", lambda: False)
+    cli._cpu_when_no_accelerator()
+    assert calls == [("jax_platforms", "cpu")]

@@ -3,9 +3,19 @@
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _launch_ssh():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import launch_ssh
+    finally:
+        sys.path.pop(0)
+    return launch_ssh
 
 
 def test_ssh_launcher_dry_run_prints_one_command_per_host():
@@ -24,14 +34,21 @@ def test_ssh_launcher_dry_run_prints_one_command_per_host():
 
 
 def test_ssh_launcher_local_mode_needs_no_ssh():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import launch_ssh
-    finally:
-        sys.path.pop(0)
-    cmds = launch_ssh.commands(["localhost", "localhost"], ["c.py"], port=5, workdir="/w", venv=None, local=True)
+    cmds = _launch_ssh().commands(["localhost", "localhost"], ["c.py"], port=5, workdir="/w", venv=None, local=True)
     assert [c[:2] for c in cmds] == [["bash", "-c"]] * 2
     assert "JAX_COORDINATOR_ADDRESS=127.0.0.1:5" in cmds[1][2] and "JAX_PROCESS_ID=1" in cmds[1][2]
+
+
+def test_ssh_launcher_stops_the_rest_at_the_first_failure():
+    launch_ssh = _launch_ssh()
+    start = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]),
+             subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])]
+    codes = launch_ssh.wait_all(procs)
+    assert codes == [-15, 3] and time.monotonic() - start < 30
+    assert launch_ssh.exit_code(codes) == 128 + 15
+    assert launch_ssh.exit_code([0, -9]) == 137  # a process killed by a signal is a failure, not 0
+    assert launch_ssh.exit_code([0, 0]) == 0
 
 
 def test_slurm_script_dry_run_prints_the_srun_line():

@@ -171,6 +171,24 @@ def test_metrics_eval_profile_and_progress(tmp_path, one_device, capsys, caplog)
     assert "Compiled the train step" in messages and "First step took" in messages
 
 
+def test_eval_at_start_measures_the_starting_model_once(tmp_path, one_device):
+    settings = dict(log_every=2, checkpoint_every=0, progress=False, eval_at_start=True)
+    start_model = S.make_net()
+    x, y = S.dataset()
+    before = np.mean(np.asarray(nn.eval_mode(start_model)(x[:100])).argmax(-1) == y[:100])
+    first = train.train(start_model, S.loss_fn, S.optimizer(), S.grain_batches(),
+                        train.TrainerSettings(workdir=str(tmp_path), steps=3, **settings),
+                        eval_fn=S.eval_fn, eval_data=lambda: S.eval_batches(100, 32), mesh=one_device)
+    assert first.start_eval_metrics["eval/accuracy"] == pytest.approx(before)
+    assert first.eval_metrics["eval/loss"] < first.start_eval_metrics["eval/loss"]  # it trained in between
+    resumed = train.train(S.make_net(), S.loss_fn, S.optimizer(), S.grain_batches(),
+                          train.TrainerSettings(workdir=str(tmp_path), steps=5, **settings),
+                          eval_fn=S.eval_fn, eval_data=lambda: S.eval_batches(100, 32), mesh=one_device)
+    assert resumed.start_eval_metrics == {}  # a resumed run does not start over
+    evals = [r["step"] for r in train.read_metrics(tmp_path) if "eval/accuracy" in r]
+    assert evals == [0, 3, 5]
+
+
 def test_plain_log_lines_when_not_interactive(tmp_path, one_device, caplog):
     with caplog.at_level(logging.INFO, logger="baobab.train"):
         run(tmp_path, 2, one_device, log_every=1, progress=None)  # stderr is not a tty here

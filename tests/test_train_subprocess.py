@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -117,16 +116,10 @@ def test_kill_9_during_a_save_keeps_the_previous_checkpoint(tmp_path):
     assert sorted(S.losses(tmp_path)) == [1, 2, 3, 4, 5, 6]  # lines past step 2 were replaced
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_four_devices(tmp_path):
     common = {"steps": 4, "log_every": 1, "checkpoint_every": 4}
-    port = free_port()
+    port = S.free_port()
     hosts = [spawn({**common, "workdir": str(tmp_path / "two"), "processes": 2, "process_id": i,
                     "port": port}, devices=2) for i in range(2)]
     single = spawn({**common, "workdir": str(tmp_path / "one"), "as_shards": 2}, devices=4)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -187,6 +188,13 @@ def subprocess_env(devices: int) -> dict[str, str]:
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a ``jax.distributed`` coordinator)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------

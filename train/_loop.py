@@ -67,6 +67,8 @@ class TrainerSettings:
         ema_decay: keep an EMA of the weights with this decay (None: no EMA).
         log_every: steps between metric reads (the only host syncs with the device).
         eval_every: steps between evals (0: only at the end); needs ``eval_fn``/``eval_data``.
+        eval_at_start: also evaluate the starting model of a fresh run, logged at step 0
+            (the "before" of a fine-tune; a resumed run does not repeat it).
         checkpoint_every: steps between checkpoints (0: only at the end and on signals).
         keep_checkpoints: keep the newest N checkpoints...
         keep_every: ...plus every checkpoint whose step is a multiple of this.
@@ -90,6 +92,7 @@ class TrainerSettings:
     ema_decay: float | None = None
     log_every: int = 50
     eval_every: int = 0
+    eval_at_start: bool = False
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     keep_every: int | None = None
@@ -127,6 +130,7 @@ class TrainResult:
     metrics: dict[str, float]
     eval_metrics: dict[str, float]
     skipped_steps: list[int]
+    start_eval_metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # eval_at_start's
 
 
 def _json_config(config: Mapping[str, Any] | None) -> dict | None:
@@ -235,6 +239,7 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
     step, batch, pending, skipped = start, None, [], []
     last_metrics: dict[str, float] = {}
     last_eval: dict[str, float] = {}
+    start_eval: dict[str, float] = {}
     preempted = tracing = False
 
     def next_batch() -> dict[str, jax.Array] | None:
@@ -319,6 +324,12 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
         # --------------------------------------------------------------------------------
         # The loop. The host only dispatches; it reads metrics at logging intervals.
         # --------------------------------------------------------------------------------
+        if settings.eval_at_start and eval_step is not None and step == 0:
+            start_eval = run_eval()
+            writer.write(0, start_eval)
+            if is_chief:
+                log.info("Eval before training (step 0): %s",
+                         ", ".join(f"{k} {v:.4f}" for k, v in start_eval.items()))
         interval_start, interval_steps = time.perf_counter(), 0
         while step < settings.steps:
             if batch is None:
@@ -406,4 +417,4 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
         checkpointer.close()
         stop.uninstall()
     return TrainResult(state=state, step=step, preempted=preempted, metrics=last_metrics,
-                       eval_metrics=last_eval, skipped_steps=skipped)
+                       eval_metrics=last_eval, skipped_steps=skipped, start_eval_metrics=start_eval)

@@ -1,0 +1,55 @@
+"""configs/minilm_docstrings.py end to end, shortened: real MiniLM -> classifier -> Hugging Face export."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from baobab.config import ConfigError, load_config
+from baobab.experiment import load_run, restore_model, run_train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(workdir, *extra):
+    return load_config(REPO / "configs" / "minilm_docstrings.py",
+                       [f"trainer.workdir={workdir}", "trainer.steps=3", "trainer.eval_every=0", "data.seq_len=32",
+                        "data.batch_size=8", "checkpoint.async_save=false", "logging.progress=false", *extra])
+
+
+@pytest.mark.slow
+def test_minilm_fine_tune_starts_from_the_real_weights_and_exports_a_classifier(tmp_path):
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    config = _config(tmp_path / "run")
+    result = run_train(config)
+    fresh = json.loads((tmp_path / "run" / "init_from.json").read_text())["fresh"]
+    assert fresh == ["classifier.weight", "classifier.bias"]  # the encoder and pooler came from MiniLM
+    start = result.start_eval_metrics
+    assert 0.0 <= start["eval/accuracy"] < 0.4 and start["eval/loss"] > 1.5  # an untrained head: near chance
+    assert np.isfinite(result.metrics["train/loss"])
+
+    from baobab._finetune import export_run
+
+    out = export_run(tmp_path / "run", tmp_path / "hf")
+    reference = BertForSequenceClassification.from_pretrained(str(out)).eval()
+    assert reference.config.num_labels == 8
+    folder = Path(config.finetune.init_from)
+    texts = ["Create a TCP server bound to host and port.", "Return a logger with the specified name."]
+    enc = AutoTokenizer.from_pretrained(str(folder))(texts, max_length=32, truncation=True, padding="max_length",
+                                                     return_tensors="pt")
+    with torch.no_grad():
+        want = reference(**enc).logits.numpy()
+    model, step = restore_model(load_run(tmp_path / "run"))
+    assert step == 3
+    got = np.asarray(model(enc["input_ids"].numpy(), enc["attention_mask"].numpy()))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_text_classification_needs_a_matching_bert(tmp_path):
+    with pytest.raises(ConfigError, match=r"model.num_classes = 3 but the data has 8 classes; set model.num_classes=8"):
+        run_train(_config(tmp_path / "a", "model.num_classes=3"))
+    with pytest.raises(ConfigError, match=r"the model handles 16 positions but data.seq_len = 32"):
+        run_train(_config(tmp_path / "b", "model.max_len=16", "finetune.init_from=null"))
