@@ -139,6 +139,14 @@ def _cpu_model_and_flags() -> tuple[str, list[str]]:
     return model, [f for f in CPU_FLAGS if f in flags]
 
 
+def _usable_cores() -> int | None:
+    """Cores this process may run on (``taskset`` narrows it); None where the OS does not say."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in PACKAGES:
@@ -159,6 +167,7 @@ def machine() -> dict[str, Any]:
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "cores": os.cpu_count(),
+        "usable_cores": _usable_cores(),  # fewer than "cores" under taskset / a CPU quota on the affinity mask
         "cpu": model,
         "cpu_flags": flags,
         "memory_gib": round(mem, 1),
@@ -170,7 +179,9 @@ def machine() -> dict[str, Any]:
 
 def describe(info: Mapping[str, Any]) -> str:
     v = info["versions"]
-    return (f"{info['cores']} cores, {info['cpu']} ({' '.join(info['cpu_flags'])}), "
+    usable = info.get("usable_cores")
+    pinned = f" ({usable} usable)" if usable and usable != info["cores"] else ""
+    return (f"{info['cores']} cores{pinned}, {info['cpu']} ({' '.join(info['cpu_flags'])}), "
             f"load average {info['load_average']}; "
             + ", ".join(f"{k} {v[k]}" for k in v))
 

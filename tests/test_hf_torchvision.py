@@ -4,9 +4,6 @@ The reference is torchvision's own ``resnet18`` / ``resnet50`` with random weigh
 random BatchNorm statistics and a non-default class count, in eval mode.
 """
 
-import importlib
-import sys
-
 import jax
 import numpy as np
 import pytest
@@ -17,26 +14,8 @@ from baobab.experiment import load_run, restore_model
 import torch  # noqa: E402
 
 
-def _torchvision():
-    """torchvision's model code. The PyPI wheel's compiled ops need a CUDA build of torch;
-    without them the package fails at import on registering fakes for ``nms``/``qnms``,
-    so those two op names are declared first (the ResNet code never calls them)."""
-    try:
-        return importlib.import_module("torchvision")
-    except RuntimeError as err:
-        if "torchvision::nms" not in str(err):
-            raise
-    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-        del sys.modules[name]
-    global _OPS
-    _OPS = torch.library.Library("torchvision", "DEF")
-    _OPS.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _OPS.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    return importlib.import_module("torchvision")
-
-
 def _reference(depth: int, num_classes: int):
-    torchvision = _torchvision()
+    import torchvision  # importable: conftest declared its missing ops
     torch.manual_seed(depth)
     ref = getattr(torchvision.models, f"resnet{depth}")(weights=None, num_classes=num_classes)
     gen = torch.Generator().manual_seed(1)
