@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Optional
@@ -308,6 +309,12 @@ def run_train(config: ExperimentConfig) -> btrain.TrainResult:
     mesh, rules = _mesh(config), _rules(config)
     train_data, eval_data, info = bdata.build_data(config.data, mesh=mesh, rules=rules, seed=config.trainer.seed)
     _check_model_fits_data(config, info)
+    sched = config.schedule
+    if sched.kind == "cosine" and sched.warmup_steps >= config.trainer.steps:
+        logging.getLogger("baobab").warning(
+            "schedule.warmup_steps = %d covers all trainer.steps = %d: the warmup is cut to %d steps and the "
+            "cosine decay never runs. Set schedule.warmup_steps well below the step count.",
+            sched.warmup_steps, config.trainer.steps, config.trainer.steps - 1)
     workdir = Path(config.trainer.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     existing = workdir / CONFIG_FILE

@@ -110,3 +110,20 @@ def test_every_config_file_loads():
         config = load_config(path)
         assert isinstance(config, ExperimentConfig), path
         assert "Command" in (load_config.__module__ and path.read_text()) or "Plan" in path.read_text(), path
+
+
+def test_a_warmup_longer_than_the_run_is_reported(tmp_path, caplog):
+    import logging
+
+    from baobab.data import MnistData
+    from baobab.experiment import CheckpointConfig, ExperimentConfig, LoggingConfig, TrainerConfig, run_train
+    from baobab.models import MLPConfig
+
+    config = ExperimentConfig(model=MLPConfig(hidden=(16,)), trainer=TrainerConfig(workdir=str(tmp_path), steps=3),
+                              data=MnistData(batch_size=64, eval_batch_size=200),
+                              checkpoint=CheckpointConfig(async_save=False), logging=LoggingConfig(progress=False))
+    assert config.schedule.warmup_steps == 40  # the default schedule
+    with caplog.at_level(logging.WARNING, logger="baobab"):
+        result = run_train(config)
+    assert "schedule.warmup_steps = 40 covers all trainer.steps = 3: the warmup is cut to 2 steps" in caplog.text
+    assert result.metrics["train/learning_rate"] == pytest.approx(config.optimizer.lr)  # no decay at the end
