@@ -65,7 +65,7 @@ class Linear(Module):
         # One 2-D matmul over the flattened leading axes. With (B, T, in) @ (in, out), the
         # weight gradient contracts two axes, and XLA:CPU then materialises transposed
         # copies of the incoming gradient, re-running the whole fused chain of residual
-        # adds that produces it: ~13 % of a small GPT's step (benchmarks/RESULTS.md).
+        # adds that produces it: 13-17 % of a small GPT's step (benchmarks/RESULTS.md).
         lead = x.shape[:-1]
         y = x.reshape(-1, self.in_features) @ self.weight  # (prod(...), out)
         if self.bias is not None:
