@@ -53,3 +53,13 @@ def test_text_classification_needs_a_matching_bert(tmp_path):
         run_train(_config(tmp_path / "a", "model.num_classes=3"))
     with pytest.raises(ConfigError, match=r"the model handles 16 positions but data.seq_len = 32"):
         run_train(_config(tmp_path / "b", "model.max_len=16", "finetune.init_from=null"))
+
+
+def test_plan_compiles_the_text_classification_step(tmp_path):
+    from baobab.experiment import plan
+
+    report = plan(_config(tmp_path / "p", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"))
+    assert report["parameters"] == 22_716_296  # all-MiniLM-L6-v2 (22,713,216) + a 384 x 8 classifier
+    assert report["tokens_per_step"] == 8 * 32 and report["problems"] == []
+    # 6 N per token for the 10.6M weights that multiply (encoder, pooler), plus attention on top
+    assert 6 * 10.6e6 * 8 * 32 < report["model_flops_per_step"] < 1.3 * 6 * 10.6e6 * 8 * 32
