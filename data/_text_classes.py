@@ -39,7 +39,7 @@ import numpy as np
 
 from ._errors import DataError
 from ._records import Example
-from ._tokenize import _load_tokenizer, _text
+from ._tokenize import _load_tokenizer, _text, tokenizer_key
 
 __all__ = ["python_docstrings", "jsonl_texts", "EncodeText", "count_truncated", "DOCSTRING_PACKAGES"]
 
@@ -173,13 +173,9 @@ class EncodeText(grain.transforms.Map):
     _cache_key: tuple[str, int] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        path = Path(self.path)
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer file {str(self.path)!r} does not exist. Pass the path of a "
-                                    f"tokenizer.json (a Hugging Face model folder has one).")
         if self.length < 2:
             raise ValueError(f"EncodeText: length must be >= 2 (room for the special tokens), got {self.length}.")
-        object.__setattr__(self, "_cache_key", (str(path.resolve()), path.stat().st_mtime_ns))
+        object.__setattr__(self, "_cache_key", tokenizer_key(self.path))
         self.tokenizer  # load now: a bad file fails here, not inside a pipeline
 
     @property
@@ -204,8 +200,7 @@ class EncodeText(grain.transforms.Map):
 
 def count_truncated(texts: Sequence[str], tokenizer_json: str | Path, length: int) -> int:
     """How many of ``texts`` have more than ``length`` tokens (special tokens included)."""
-    path = Path(tokenizer_json)
-    tokenizer = _load_tokenizer(str(path.resolve()), path.stat().st_mtime_ns)
+    tokenizer = _load_tokenizer(*tokenizer_key(tokenizer_json))
     probe = type(tokenizer).from_str(tokenizer.to_str())
     probe.no_padding()
     probe.no_truncation()

@@ -70,6 +70,15 @@ def _load_tokenizer(path: str, mtime_ns: int) -> Any:
                         f"tokenizers.Tokenizer.save(path).") from err
 
 
+def tokenizer_key(path: str | Path) -> tuple[str, int]:
+    """``(resolved path, mtime)`` of a ``tokenizer.json``: the cache key of its loaded tokenizer."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"tokenizer file {str(path)!r} does not exist. Pass the path of a tokenizer.json "
+                                f"(a Hugging Face model folder has one; tokenizers.Tokenizer.save writes one).")
+    return str(file.resolve()), file.stat().st_mtime_ns
+
+
 @dataclasses.dataclass(frozen=True)
 class Tokenize(grain.transforms.Map):
     """Token ids (int32) from a ``tokenizer.json`` (``tokenizers`` library).
@@ -87,11 +96,7 @@ class Tokenize(grain.transforms.Map):
     _cache_key: tuple[str, int] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        path = Path(self.path)
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer file {str(self.path)!r} does not exist. Pass the path of a "
-                                    f"tokenizer.json (e.g. one saved with tokenizers.Tokenizer.save).")
-        object.__setattr__(self, "_cache_key", (str(path.resolve()), path.stat().st_mtime_ns))
+        object.__setattr__(self, "_cache_key", tokenizer_key(self.path))
         self.tokenizer  # load now, so a bad file fails here rather than inside a pipeline
 
     @property

@@ -3,7 +3,6 @@
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,11 +40,10 @@ def test_ssh_launcher_local_mode_needs_no_ssh():
 
 def test_ssh_launcher_stops_the_rest_at_the_first_failure():
     launch_ssh = _launch_ssh()
-    start = time.monotonic()
     procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]),
              subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])]
     codes = launch_ssh.wait_all(procs)
-    assert codes == [-15, 3] and time.monotonic() - start < 30
+    assert codes == [-15, 3]  # the sleeper was terminated (SIGTERM), not waited for (it would exit 0)
     assert launch_ssh.exit_code(codes) == 128 + 15
     assert launch_ssh.exit_code([0, -9]) == 137  # a process killed by a signal is a failure, not 0
     assert launch_ssh.exit_code([0, 0]) == 0
