@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import resnet_cpu as R  # noqa: E402
 
-pytest.importorskip("torch")
+import torch  # noqa: E402,F401  (test extra; the PyTorch side of the benchmark)
 
 SPEC = R.ResNetSpec(batch=4, width=8)
 
