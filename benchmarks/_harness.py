@@ -241,3 +241,47 @@ def missing(module: str) -> str | None:
     except Exception as e:  # noqa: BLE001 - any import failure drops the row, with the reason
         return f"{type(e).__name__}: {e}"[:200]
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Anchor steps written the way each framework's users write them (shared by the benchmarks)
+# ---------------------------------------------------------------------------------------------
+
+
+def equinox_step(model: Any, opt: Any, xy: tuple[Any, Any], xent: Callable[[Any, Any], Any]) -> Callable[[], Any]:
+    """One AdamW step of an Equinox model on the fixed batch ``xy``: ``filter_value_and_grad`` of the
+    per-example model under ``vmap``, ``filter_jit`` donating model and optimizer state."""
+    import equinox as eqx
+    import jax
+
+    @eqx.filter_value_and_grad
+    def loss_fn(model, x, y):
+        return xent(jax.vmap(model)(x), y)
+
+    @eqx.filter_jit(donate="all-except-first")
+    def train_step(xy, model, opt_state):
+        loss, grads = loss_fn(model, *xy)
+        updates, opt_state = opt.update(grads, opt_state, eqx.filter(model, eqx.is_array))
+        return eqx.apply_updates(model, updates), opt_state, loss
+
+    state = [model, opt.init(eqx.filter(model, eqx.is_array))]
+
+    def step():
+        state[0], state[1], loss = train_step(xy, state[0], state[1])
+        return loss.block_until_ready()
+
+    return step
+
+
+def torch_classifier_step(model: Any, opt: Any, x: Any, y: Any) -> Callable[[], Any]:
+    """One eager PyTorch step: zero grads, cross-entropy of ``model(x)`` against ``y``, backward, ``opt.step``."""
+    import torch
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step

@@ -41,7 +41,6 @@ LOOP_STEPS = 6
 
 def build(layers: int = 12, batch: int = 8):
     import jax
-    import jax.numpy as jnp
     import optax
     from baobab import nn, train
     from baobab.models import GPT2, GPT2Config

@@ -29,6 +29,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+import _harness  # benchmarks/ is on sys.path wherever this module is imported
+
 
 @dataclasses.dataclass(frozen=True)
 class GPTSpec:
@@ -363,26 +365,8 @@ def build_equinox(spec: GPTSpec) -> Impl:
         order += [f"{i}.{n}" for n in ("ln1.weight", "ln1.bias", "q.w", "q.b", "k.w", "k.b", "v.w", "v.b",
                                         "o.w", "o.b", "ln2.weight", "ln2.bias", "fc.w", "fc.b", "out.w", "out.b")]
     model = eqx.tree_at(where, model, [replace[k] for k in order])
-    opt = _adamw(spec)
     params = eqx.filter(model, eqx.is_array)
-
-    @eqx.filter_value_and_grad
-    def loss_fn(model, x, y):
-        return _xent(jax.vmap(model)(x), y)
-
-    @eqx.filter_jit(donate="all-except-first")
-    def train_step(xy, model, opt_state):
-        loss, grads = loss_fn(model, *xy)
-        updates, opt_state = opt.update(grads, opt_state, eqx.filter(model, eqx.is_array))
-        return eqx.apply_updates(model, updates), opt_state, loss
-
-    xy = tuple(jnp.asarray(a) for a in batch(spec))
-    state = [model, opt.init(params)]
-
-    def step():
-        state[0], state[1], loss = train_step(xy, state[0], state[1])
-        return loss.block_until_ready()
-
+    step = _harness.equinox_step(model, _adamw(spec), tuple(jnp.asarray(a) for a in batch(spec)), _xent)
     return Impl("equinox", step, sum(x.size for x in jax.tree.leaves(params)))
 
 

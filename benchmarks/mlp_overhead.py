@@ -167,26 +167,7 @@ def build_equinox(seed: int = 0) -> Impl:
     for i, (w, b) in enumerate(weights(seed)):  # Equinox stores weights (out, in)
         model = eqx.tree_at(lambda m, i=i: (m.layers[i].weight, m.layers[i].bias), model,
                             (jnp.asarray(w.T), jnp.asarray(b)))
-    opt = _adamw()
-    opt_state = opt.init(eqx.filter(model, eqx.is_array))
-
-    @eqx.filter_value_and_grad
-    def loss_fn(model, x, y):
-        return _xent(jax.vmap(model)(x), y)
-
-    @eqx.filter_jit(donate="all-except-first")
-    def train_step(xy, model, opt_state):
-        loss, grads = loss_fn(model, *xy)
-        updates, opt_state = opt.update(grads, opt_state, eqx.filter(model, eqx.is_array))
-        return eqx.apply_updates(model, updates), opt_state, loss
-
-    xy = tuple(map(jnp.asarray, batch()))
-    state = [model, opt_state]
-
-    def step():
-        state[0], state[1], loss = train_step(xy, state[0], state[1])
-        return loss.block_until_ready()
-
+    step = H.equinox_step(model, _adamw(), tuple(map(jnp.asarray, batch())), _xent)
     n = sum(a.size for a in jax.tree.leaves(eqx.filter(model, eqx.is_array)))
     return Impl("equinox", step, n)
 
@@ -275,15 +256,7 @@ def build_torch(seed: int = 0) -> Impl:
     model = torch.nn.Sequential(*layers)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.999), eps=EPS, weight_decay=WEIGHT_DECAY)
     x, y = (torch.from_numpy(a) for a in batch())
-    y = y.long()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
+    step = H.torch_classifier_step(model, opt, x, y.long())
     return Impl("torch", step, sum(p.numel() for p in model.parameters()))
 
 

@@ -182,14 +182,7 @@ def build_torch(spec: ResNetSpec, *, channels_last: bool = False) -> Impl:
     x = torch.from_numpy(xn.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=fmt)
     y = torch.from_numpy(yn.astype(np.int64))
     model.train()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
+    step = H.torch_classifier_step(model, opt, x, y)
     return Impl("torch_channels_last" if channels_last else "torch", step,
                 sum(p.numel() for p in model.parameters()))
 
