@@ -10,8 +10,9 @@ The state is a ``baobab.train.TrainState`` of a GPT (d=256, 12 layers, vocab 256
 alternating over several rounds. Reported per round (medians):
 
 * ``blocked_s``: the time ``Checkpointer.save`` keeps the caller waiting (the
-  async save returns once the arrays are copied off the device; the sync save
-  returns once the files are written);
+  async save returns once a copy of the state is dispatched, on the CPU, or copied
+  off the device, on accelerators; the copy runs before the next step, so its
+  time shows in ``loop_cost_s``; the sync save returns once the files are written);
 * ``durable_s``: the time until the checkpoint is on disk (for the async save,
   with the loop's steps running meanwhile; for the sync save, ``blocked_s``);
 * ``loop_cost_s``: the extra wall time of 6 train steps with a save issued before

@@ -12,7 +12,14 @@ Layout of ``<workdir>/checkpoints/<step>/`` (one directory per saved step)::
 Everything is arrays or JSON: no pickle anywhere.
 
 Saving is asynchronous: ``save`` returns once the arrays are copied off the
-devices, and the files are written in a background thread. Orbax writes into a
+devices, and the files are written in a background thread. On the CPU, where the
+devices are host memory, ``save`` only dispatches one jitted copy of the state (so
+the next step may donate its buffers) and hands the orbax save to a background
+thread owned by the ``Checkpointer``: each orbax save starts a fresh event loop and
+threads, and right after a step XLA's idle worker threads keep both cores spinning
+for ~40 ms, so every thread start in the caller waited that long (measured on 2
+cores: the loop was blocked 50-70 ms per save, now ~2 ms). On accelerators orbax's own copy to
+host is kept, since a device copy would double the state's device memory. Orbax writes into a
 ``<step>.orbax-checkpoint-tmp-*`` directory and renames it when complete, so a
 crash (even ``kill -9``) mid-save leaves the earlier checkpoints untouched.
 
@@ -39,6 +46,7 @@ refused with the fix.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -50,6 +58,7 @@ from typing import Any, Mapping
 
 import grain
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from ._core import TrainState
@@ -99,6 +108,41 @@ class _Snapshot:
 
     def get_state(self) -> bytes:
         return self._bytes
+
+
+def _on_cpu(tree: Any) -> bool:
+    """Whether every array in ``tree`` lives on CPU devices (device memory is host memory)."""
+    arrays = [x for x in jax.tree.leaves(tree) if isinstance(x, jax.Array)]
+    return bool(arrays) and all(d.platform == "cpu" for x in arrays for d in x.devices())
+
+
+def _copy_leaf(x: jax.Array, zero: jax.Array) -> jax.Array:
+    """A bit-exact copy of ``x``, written as ``bits ^ 0`` with ``zero`` a runtime argument.
+
+    XLA:CPU runs an executable it counts under 1,000 FLOPs inline on the calling
+    thread, and a plain copy counts zero, so ``jnp.copy`` of a large state would
+    block the caller for the whole memcpy. The XOR counts one op per element: the
+    copy is dispatched asynchronously and runs on XLA's thread pool. Integer XOR
+    keeps every bit (a float multiply by 1 would flush denormals).
+    """
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(_copy_leaf(jax.random.key_data(x), zero),
+                                        impl=jax.random.key_impl(x))
+    if x.dtype == jnp.bool_:
+        return x ^ zero.astype(jnp.bool_)
+    width = (jnp.finfo(x.dtype).bits if jnp.issubdtype(x.dtype, jnp.floating)
+             else jnp.iinfo(x.dtype).bits if jnp.issubdtype(x.dtype, jnp.integer) else None)
+    bits = {8: jnp.uint8, 16: jnp.uint16, 32: jnp.uint32, 64: jnp.uint64}.get(width)
+    if bits is None or width != x.dtype.itemsize * 8:  # complex, int4, ...: a plain copy
+        return jnp.copy(x)
+    if x.dtype == bits:
+        return x ^ zero.astype(bits)
+    return jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(x, bits) ^ zero.astype(bits), x.dtype)
+
+
+# One dispatch copies the whole state into new buffers with the same shardings. The
+# copy is ordered before any later computation that donates the originals.
+_copy_state = jax.jit(lambda tree, zero: jax.tree.map(lambda x: _copy_leaf(x, zero), tree))
 
 
 class _RestoreTarget:
@@ -167,6 +211,14 @@ class Checkpointer:
             create=True,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        # Saves of CPU states run here, in order, one at a time (see the module docstring).
+        self._worker: concurrent.futures.ThreadPoolExecutor | None = None
+        if async_save:  # start its thread now, not during the first save
+            self._worker = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="baobab-checkpoint")
+            self._worker.submit(lambda: None).result()
+        self._queued: set[int] = set()  # steps handed to the worker, not yet known to orbax
+        self._failure: tuple[int, BaseException] | None = None
 
     # ------------------------------------------------------------------------------ saving
 
@@ -177,38 +229,77 @@ class Checkpointer:
         The iterator's position is read now, so the caller may keep drawing batches.
         A step that is already saved is left alone (returns 0.0).
         """
-        if step in self.manager.all_steps():
+        if step in self.all_steps():
             return 0.0
         run = {"format": FORMAT, "step": step, "process_count": jax.process_count(),
                "mesh": dict(mesh_shape or {}), "data": None}
-        items: dict[str, Any] = {"state": ocp.args.StandardSave(state)}
+        items: dict[str, Any] = {}
         if data_iterator is not None and supports_state(data_iterator):
             items["data"] = grain.checkpoint.CheckpointSave(_Snapshot(data_iterator))
             run["data"] = type(data_iterator).__name__
         if config is not None:
             items["config"] = ocp.args.JsonSave(dict(config))
         items["run"] = ocp.args.JsonSave(run)
+        self._raise_failure()
         start = time.perf_counter()
-        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        if self._worker is not None and _on_cpu(state):
+            copied = _copy_state(state, jnp.zeros((), jnp.uint8))
+            self._queued.add(step)
+            self._worker.submit(self._save_in_background, step, copied, items)
+        else:
+            items["state"] = ocp.args.StandardSave(state)
+            self.manager.save(step, args=ocp.args.Composite(**items), force=True)
         return time.perf_counter() - start
+
+    def _save_in_background(self, step: int, state: TrainState, items: dict[str, Any]) -> None:
+        try:
+            if self._failure is None:  # after a failure, later saves are not attempted
+                items["state"] = ocp.args.StandardSave(state)
+                self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        except BaseException as e:  # reported to the caller by the next save/wait/close
+            self._failure = (step, e)
+        finally:
+            self._queued.discard(step)
+
+    def _drain(self) -> None:
+        """Wait until the worker has handed every queued save to orbax."""
+        if self._worker is not None:
+            self._worker.submit(lambda: None).result()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            step, error = self._failure
+            raise RuntimeError(
+                f"Saving the checkpoint of step {step} to {self.directory} failed in the background "
+                f"({type(error).__name__}: {error}). Earlier checkpoints are intact; check the disk "
+                f"(space, permissions) and resume from the latest one.") from error
 
     def wait(self) -> None:
         """Block until every started save is durable on disk."""
+        self._drain()
         self.manager.wait_until_finished()
+        self._raise_failure()
 
     def close(self) -> None:
         """Wait for pending saves, then release the manager's threads."""
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            if self._worker is not None:
+                self._worker.shutdown(wait=True)
+                self._worker = None
+            self.manager.close()
 
     @property
     def latest_step(self) -> int | None:
         """The newest saved step (a save in flight included), or None."""
-        return self.manager.latest_step()
+        steps = self.all_steps()
+        return steps[-1] if steps else None
 
     def all_steps(self) -> list[int]:
-        """Every saved step, oldest first."""
-        return sorted(self.manager.all_steps())
+        """Every saved step, oldest first (saves in flight included)."""
+        queued = set(self._queued)  # read before orbax's list: a step leaves the set only once orbax has it
+        return sorted(queued | set(self.manager.all_steps()))
 
     # ---------------------------------------------------------------------------- restoring
 
@@ -219,6 +310,7 @@ class Checkpointer:
         placed with its shardings, so the mesh may differ from the one that saved.
         Returns None when there is no checkpoint at all.
         """
+        self.wait()
         failures: list[tuple[Path, BaseException]] = []
         for step in sorted(self.manager.all_steps(), reverse=True):
             path = self.directory / str(step)
