@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from baobab import __version__, _cli_hf
+from baobab._host_memory import has_accelerator as _has_accelerator
 
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, TypeError)
 
@@ -330,13 +331,6 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_hf.add_parsers(sub)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks of errors")
     return parser
-
-
-def _has_accelerator() -> bool:
-    """A TPU (Google PCI device, /dev/accel*, /dev/vfio), NVIDIA or AMD GPU may be attached."""
-    google = any(Path(p).read_text().strip() == "0x1ae0" for p in glob.glob("/sys/bus/pci/devices/*/vendor"))
-    files = ("/dev/nvidia0", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
-    return google or any(os.path.exists(f) for f in files) or bool(glob.glob("/dev/accel*") + glob.glob("/dev/vfio/[0-9]*"))
 
 
 def _cpu_when_no_accelerator() -> None:

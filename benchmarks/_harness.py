@@ -8,10 +8,17 @@ medians measured in the same process run. Steps are timed individually and end o
 blocking call (``block_until_ready``, or PyTorch's synchronous execution).
 
 Nothing here imports an anchor framework: each benchmark imports the ones it runs,
-so a missing optional package only drops that row.
+so a missing optional package only drops that row. ``baobab`` is imported first, before
+numpy starts its threads: on a CPU-only Linux machine that sets glibc to reuse freed
+memory (``baobab/_host_memory.py``) for the whole process, so every framework in the
+run, anchors included, runs under the same allocator settings. ``BAOBAB_HOST_MEMORY=system``
+leaves glibc's defaults; the JSON records which was used.
 """
 
 from __future__ import annotations
+
+import baobab  # noqa: F401  (first: see the module docstring)
+from baobab import _host_memory
 
 import argparse
 import dataclasses
@@ -173,6 +180,7 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(mem, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "host_memory": "reuse freed memory (baobab)" if _host_memory.is_applied() else "glibc defaults",
         "versions": versions(),
     }
 
@@ -182,7 +190,7 @@ def describe(info: Mapping[str, Any]) -> str:
     usable = info.get("usable_cores")
     pinned = f" ({usable} usable)" if usable and usable != info["cores"] else ""
     return (f"{info['cores']} cores{pinned}, {info['cpu']} ({' '.join(info['cpu_flags'])}), "
-            f"load average {info['load_average']}; "
+            f"load average {info['load_average']}, host memory: {info.get('host_memory', '?')}; "
             + ", ".join(f"{k} {v[k]}" for k in v))
 
 
