@@ -39,8 +39,10 @@ def machine_line(result: dict) -> str:
     after = m.get("load_average_after")
     usable = m.get("usable_cores")
     pinned = f", pinned to {usable} of {m['cores']} cores" if usable and usable != m["cores"] else ""
+    memory = m.get("host_memory")
     return (f"{m['date']}{pinned}, load average {m['load_average']} before"
-            + (f", {after} after" if after else "") + (f", XLA_FLAGS={m['xla_flags']!r}" if m["xla_flags"] else ""))
+            + (f", {after} after" if after else "") + (f", XLA_FLAGS={m['xla_flags']!r}" if m["xla_flags"] else "")
+            + (f", host memory: {memory}" if memory else ""))
 
 
 def report(folder: Path) -> str:
@@ -74,9 +76,10 @@ def report(folder: Path) -> str:
                                      ("loss@0", "loss at step 0"), ("first_step_s", "first step (s)"),
                                      ("step_ms", "median step (ms)"), ("images_per_s", "images/s"),
                                      ("baobab_speedup", "baobab images/s ÷ this")]), ""]
-    if "compile_time" in files:
-        r = load("compile_time")
-        out += [f"### Compile time, 24-layer GPT ({machine_line(r)})", "",
+    for stem in sorted(f for f in files if f.startswith("compile_time")):
+        r = load(stem)
+        label = "" if stem == "compile_time" else f" [{stem}]"
+        out += [f"### Compile time, 24-layer GPT{label} ({machine_line(r)})", "",
                 md_table(r["rows"], [("layers", "layers"), ("loss@0", "loss at step 0"), ("trace_s", "trace (s)"),
                                      ("compile_s", "compile (s)"), ("first_step_s", "first step (s)"),
                                      ("step_ms", "median step (ms)")]), "",
