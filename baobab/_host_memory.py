@@ -8,15 +8,17 @@ page faults per step, and a 4-layer one (batch 16) about 400 MB. Told to keep on
 heap (``M_ARENA_MAX=1``), never to ``mmap`` (``M_MMAP_MAX=0``) and never to trim
 (``M_TRIM_THRESHOLD=SIZE_MAX``), glibc hands the same pages back on the next step:
 no page faults after the first, and on the 2-core development machine the step
-times fell 13-26 % (``benchmarks/RESULTS.md``). PyTorch's caching allocator solves
+times fell 9-26 % (``benchmarks/RESULTS.md``). PyTorch's caching allocator solves
 the same problem on GPUs.
 
 The settings hold for the whole process, for threads that first allocate after
 they are made, which is why ``import baobab`` applies them before JAX runs anything.
 They are applied only where the computation runs on the CPU: Linux with glibc, no
-accelerator attached (or ``JAX_PLATFORMS=cpu``). The cost: the process keeps its
-peak heap (it never shrinks), and threads share one malloc arena (small allocations
-still come from per-thread caches). ``BAOBAB_HOST_MEMORY=system`` leaves glibc as it is.
+accelerator attached (or ``JAX_PLATFORMS=cpu``). The costs: the process keeps its
+peak heap (it never shrinks, and early in a run it may grow by a few blocks), and
+threads share one malloc arena (small allocations still come from per-thread caches),
+which made XLA's compiles slower (a 24-layer scanned GPT: 2.35-3.6 s against
+1.9-2.3 s). ``BAOBAB_HOST_MEMORY=system`` leaves glibc as it is.
 """
 
 from __future__ import annotations
