@@ -58,13 +58,19 @@ def keep_freed_host_memory() -> bool:
     """Make glibc reuse freed memory (one arena, no mmap, no trimming); True if this call did.
 
     Applied only on Linux with glibc, when ``runs_on_cpu()``, and unless the
-    environment sets ``BAOBAB_HOST_MEMORY=system``. Calling it again does nothing new.
+    environment sets ``BAOBAB_HOST_MEMORY=system`` (any value other than ``system`` or
+    ``reuse`` is an error naming the variable). Calling it again does nothing new.
 
     >>> from baobab import _host_memory
     >>> isinstance(_host_memory.keep_freed_host_memory(), bool)
     True
     """
-    if os.environ.get(OPT_OUT, "").strip().lower() == "system":
+    choice = os.environ.get(OPT_OUT, "reuse").strip().lower() or "reuse"
+    if choice not in ("reuse", "system"):
+        raise ValueError(
+            f"{OPT_OUT}={os.environ[OPT_OUT]!r} is not a choice: set {OPT_OUT}=system to keep glibc's "
+            f"malloc defaults, or reuse (the default) to keep freed memory for XLA:CPU's next step.")
+    if choice == "system":
         return False
     libc_version = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") and sys.platform == "linux" else None
     if not libc_version or not libc_version.startswith("glibc") or not runs_on_cpu():

@@ -17,8 +17,7 @@ leaves glibc's defaults; the JSON records which was used.
 
 from __future__ import annotations
 
-import baobab  # noqa: F401  (first: see the module docstring)
-from baobab import _host_memory
+from baobab import _host_memory  # first: importing baobab sets the host memory (module docstring)
 
 import argparse
 import dataclasses

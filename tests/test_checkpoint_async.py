@@ -17,12 +17,6 @@ RULES = nn.DEFAULT_RULES
 ZERO = jnp.zeros((), jnp.uint8)
 
 
-def raw(x: jax.Array) -> np.ndarray:
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        x = jax.random.key_data(x)
-    return np.asarray(x)
-
-
 def small_state(mesh) -> train.TrainState:
     return train.create_state(S.make_net(), S.optimizer(), mesh=mesh, rules=RULES, ema=True)
 
@@ -56,7 +50,7 @@ def test_the_state_copy_is_bit_exact_for_every_dtype():
     for name, x in tree.items():
         y = out[name]
         assert y.dtype == x.dtype, name
-        assert raw(y).tobytes() == raw(x).tobytes(), name
+        assert S.raw(y).tobytes() == S.raw(x).tobytes(), name
 
 
 def test_the_state_copy_is_not_run_inline_on_the_calling_thread():
@@ -71,7 +65,7 @@ def test_the_state_copy_is_not_run_inline_on_the_calling_thread():
 def test_an_async_save_keeps_its_step_when_the_next_steps_donate_the_state(tmp_path, fsdp):
     mesh = train.make_mesh(train.MeshSpec(data=1, fsdp=fsdp), devices=jax.devices()[:fsdp])
     state = _bump(small_state(mesh))
-    saved = [raw(x) for x in jax.tree.leaves(state)]
+    saved = [S.raw(x) for x in jax.tree.leaves(state)]
     ckpt = train.Checkpointer(tmp_path, async_save=True)
     blocked = ckpt.save(3, state)
     assert blocked >= 0.0
@@ -83,8 +77,8 @@ def test_an_async_save_keeps_its_step_when_the_next_steps_donate_the_state(tmp_p
     ckpt.close()
     assert restored.step == 3
     for a, b in zip(saved, jax.tree.leaves(restored.state), strict=True):
-        np.testing.assert_array_equal(a, raw(b))  # bit for bit
-    assert not np.array_equal(saved[0], raw(jax.tree.leaves(state)[0]))  # the steps did change it
+        np.testing.assert_array_equal(a, S.raw(b))  # bit for bit
+    assert not np.array_equal(saved[0], S.raw(jax.tree.leaves(state)[0]))  # the steps did change it
 
 
 def test_saves_in_flight_are_listed_and_not_repeated(tmp_path):

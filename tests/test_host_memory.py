@@ -90,3 +90,9 @@ def test_the_opt_out_is_respected(monkeypatch):
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("BAOBAB_HOST_MEMORY", "system")
     assert _host_memory.keep_freed_host_memory() is False
+
+
+def test_an_unknown_setting_names_the_variable_and_the_choices(monkeypatch):
+    monkeypatch.setenv("BAOBAB_HOST_MEMORY", "off")
+    with pytest.raises(ValueError, match=r"BAOBAB_HOST_MEMORY='off' is not a choice.*=system"):
+        _host_memory.keep_freed_host_memory()

@@ -290,13 +290,6 @@ def test_a_process_count_mismatch_is_refused(tmp_path, one_device, uninterrupted
         run(workdir, 10, one_device)
 
 
-def raw(x: jax.Array) -> np.ndarray:
-    """Host copy of an array; PRNG keys as their raw uint32 data."""
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        x = jax.random.key_data(x)
-    return np.asarray(x)
-
-
 def test_restore_onto_a_different_mesh_without_pickle(tmp_path, monkeypatch):
     import pickle
 
@@ -308,7 +301,7 @@ def test_restore_onto_a_different_mesh_without_pickle(tmp_path, monkeypatch):
     opt = S.optimizer()
     fsdp8 = train.make_mesh(train.MeshSpec(data=1, fsdp=8))
     state = train.create_state(S.make_net(), opt, mesh=fsdp8, rules=RULES, ema=True)
-    saved = [raw(x) for x in jax.tree.leaves(state)]
+    saved = [S.raw(x) for x in jax.tree.leaves(state)]
     batches = S.grain_batches()
     next(batches)
     ckpt = train.Checkpointer(tmp_path)
@@ -322,7 +315,7 @@ def test_restore_onto_a_different_mesh_without_pickle(tmp_path, monkeypatch):
     ckpt.close()
     assert fresh.get_state() == batches.get_state() and restored.config == {"mesh": "fsdp=8"}
     for a, b in zip(saved, jax.tree.leaves(restored.state), strict=True):
-        np.testing.assert_array_equal(a, raw(b))  # bit for bit
+        np.testing.assert_array_equal(a, S.raw(b))  # bit for bit
     up = restored.state.model.blocks.layer.up.weight  # (layers, embed, mlp): mlp over tensor=4
     assert up.sharding.mesh.shape == dp2_tp4.shape
     assert up.sharding.shard_shape(up.shape) == (2, 16, 8)

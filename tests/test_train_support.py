@@ -155,6 +155,13 @@ def optimizer() -> optax.GradientTransformation:
     return train.adamw(3e-3, weight_decay=0.01, clip_norm=1.0)
 
 
+def raw(x: jax.Array) -> np.ndarray:
+    """Host copy of an array; PRNG keys as their raw uint32 data (for bit-for-bit comparisons)."""
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    return np.asarray(x)
+
+
 def losses(workdir: str | Path) -> dict[int, float]:
     """step -> train/loss from metrics.jsonl (log_every=1 gives every step)."""
     return {r["step"]: r["train/loss"] for r in train.read_metrics(workdir) if "train/loss" in r}
