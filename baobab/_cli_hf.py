@@ -1,12 +1,14 @@
 """``baobab import hf SRC OUT`` and ``baobab export hf RUN_DIR OUT``.
 
-``cli.build_parser`` calls ``add_parsers(sub)``; the work is in ``baobab._finetune``.
+``cli.build_parser`` calls ``add_parsers(sub)``; the work is in ``baobab.hf_runs``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+
+from baobab.errors import ConfigError
 
 IMPORT_EXAMPLES = """examples:
   baobab import hf ~/models/all-MiniLM-L6-v2 runs/minilm     # config.json + model.safetensors
@@ -28,13 +30,13 @@ def _value(text: str):
 
 
 def _import(args: argparse.Namespace) -> int:
-    from baobab._finetune import import_run
+    from baobab.hf_runs import import_run
 
     overrides = {}
     for item in args.set or ():
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set scan_layers=true")
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set scan_layers=true")
         overrides[key] = _value(value)
     out, report = import_run(args.src, args.out, **overrides)
     print(json.dumps({"out": str(out), "kind": report.kind, "tensors": report.loaded}))
@@ -42,7 +44,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from baobab._finetune import export_run
+    from baobab.hf_runs import export_run
 
     out = export_run(args.run_dir, args.out)
     print(json.dumps({"out": str(out), "files": sorted(p.name for p in out.iterdir())}))

@@ -68,7 +68,7 @@ def run(steps: int = 400, batch_size: int = 256, seed: int = 0, log_every: int =
     x_train, y_train = two_spirals(4096, seed=seed)
     x_test, y_test = two_spirals(1024, seed=seed + 1)
     model = SpiralNet(key=jax.random.key(seed))
-    print(nn.summary_table(model))
+    print(nn.summary(model))
     zero = optax.set_to_zero()
     schedule = optax.cosine_decay_schedule(3e-3, steps)
     opt = optax.multi_transform(

@@ -1,9 +1,15 @@
 """The ``baobab`` command. Each subcommand is one small function.
 
-Exit codes: 0 success (also a run stopped by SIGTERM/SIGINT after checkpointing),
-1 the run itself failed (non-finite loss, a target not reached), 2 a user error
-(bad config, unknown key, missing file): one line on stderr, no traceback
-(``--debug`` shows it).
+Exit codes: 0 success (also a run stopped by SIGTERM/SIGINT after checkpointing);
+2 a user error (``baobab.errors.UserError``: bad config, unknown key, missing file,
+bad data, a checkpoint that does not fit): one line on stderr naming the key, path
+or shape and the fix (``--debug`` shows the traceback); 1 the run failed (a
+non-finite loss, a plan that does not fit) or a bug: any other exception prints its
+traceback and asks for a bug report.
+
+The process starts here, so process-wide settings are made here and nowhere else:
+glibc's malloc set to keep freed memory for XLA:CPU (``baobab.host_memory``), the
+CPU platform on a machine without accelerators, and log lines on stderr.
 """
 
 from __future__ import annotations
@@ -14,12 +20,15 @@ import importlib.util
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
-from baobab import __version__, _cli_hf
-from baobab._host_memory import has_accelerator as _has_accelerator
+from baobab import __version__, _cli_hf, host_memory
+from baobab.errors import UserError
+from baobab.host_memory import has_accelerator as _has_accelerator
 
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, TypeError)
+BUG_REPORT = ("This is a bug in baobab (or in a library it calls), not a mistake in your input: please report it "
+              "with the traceback above and the command you ran.")
 
 TRAIN_EXAMPLES = """examples:
   baobab train                                   # the embedded default: a CNN on embedded MNIST
@@ -57,9 +66,9 @@ def _data_prepare(args: argparse.Namespace) -> int:
             meta = data.prepare_text(args.inputs, args.out, unit=args.unit, tokenizer=args.tokenizer, **common)
         else:
             meta = data.prepare_arrays(args.inputs[0], args.out, **common)
-    except (ValueError, FileNotFoundError, KeyError) as err:  # DataError is a ValueError
+    except (UserError, FileNotFoundError) as err:  # a missing input file is the user's to fix
         print(f"baobab data prepare: error: {err}", file=sys.stderr)
-        return 1
+        return 2
     counts = {name: split["num_examples"] for name, split in meta["splits"].items()}
     print(f"wrote {args.out}/metadata.json: splits {counts}, features {sorted(meta['features'])}")
     return 0
@@ -85,9 +94,8 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _experiment(args: argparse.Namespace):
-    from baobab.config import load_config
+    from baobab.config import ConfigError, apply_overrides, load_config
     from baobab.experiment import ExperimentConfig
-    from baobab.config import apply_overrides
 
     if args.config is None:
         return apply_overrides(ExperimentConfig(), args.overrides)
@@ -95,14 +103,12 @@ def _experiment(args: argparse.Namespace):
         return apply_overrides(ExperimentConfig(), [args.config, *args.overrides])
     config = load_config(args.config, args.overrides)
     if not isinstance(config, ExperimentConfig):
-        from baobab.config import ConfigError
-
         raise ConfigError(f"{args.config}: get_config() must return a baobab.experiment.ExperimentConfig")
     return config
 
 
 def _train(args: argparse.Namespace) -> int:
-    from baobab.experiment import run_train
+    from baobab.commands import run_train
 
     config = _experiment(args)
     result = run_train(config)
@@ -115,7 +121,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from baobab.experiment import load_run, run_eval
+    from baobab.commands import run_eval
+    from baobab.runs import load_run
 
     metrics = run_eval(load_run(args.run, args.overrides))
     print(json.dumps(metrics, sort_keys=True))
@@ -123,7 +130,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from baobab.experiment import plan
+    from baobab.plan_report import format_plan
+    from baobab.planner import plan
 
     if args.topology:
         topology, *rest = args.topology
@@ -138,129 +146,17 @@ def _plan(args: argparse.Namespace) -> int:
     report = plan(config)
     print(report["summary"])
     print()
-    print(_plan_text(report))
+    print(format_plan(report))
     return 1 if report.get("fits") is False or report["problems"] else 0
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
-
-
-def _plan_text(report: dict, indent: str = "") -> str:
-    """The human-readable plan: one labelled line per fact (see ``baobab.experiment.plan``)."""
-    lines: list[tuple[str, str]] = []
-    add = lambda label, text: lines.append((label, text))  # noqa: E731
-    trainable = report["trainable_parameters"]
-    add("parameters", f"{report['parameters']:,}" + ("" if trainable == report["parameters"]
-                                                      else f" ({trainable:,} trainable)"))
-    add("mesh", f"{report['mesh']} ({report['devices']} devices), rules {report['rules']}")
-    if report["topology"]:
-        add("topology", f"{report['topology']}: {report['devices']} chips ({report['device_kind']}), "
-                        f"{report['hosts']} hosts, gcloud accelerator type {report['accelerator_type']}, "
-                        f"{_size(report['hbm_bytes'])} HBM per chip")
-    tokens = f"; {report['tokens_per_step']:,} tokens per step" if report["tokens_per_step"] else ""
-    add("global batch", f"{report['global_batch']} (per host {report['per_host_batch']}, per device "
-                        f"{report['global_batch'] // report['batch_shards']}{tokens})")
-    shards = report["data_shards"]
-    if len(shards) > 1:
-        n = len(shards)
-        add("data shards", f"host p of {n} reads examples p, p+{n}, p+{2 * n}, ... of the shuffled stream, "
-                           f"{report['per_host_batch']} per step, onto these rows of the global batch:")
-        shown = shards if n <= 6 else [*shards[:3], None, shards[-1]]
-        for s in shown:
-            add("", "  ..." if s is None else
-                f"  host {s['host']}: global rows {s['rows']} ({s['devices']} devices)")
-    add("per device", f"parameters {_size(report['param_bytes'])}, optimizer state {_size(report['optimizer_bytes'])}, "
-                      f"gradients {_size(report['gradient_bytes'])}, batch {_size(report['batch_bytes'])}, "
-                      f"activations and workspace {_size(report['activation_bytes'])}")
-    if report["argument_bytes"] is not None:
-        add("XLA memory", f"arguments {_size(report['argument_bytes'])}, outputs {_size(report['output_bytes'])} "
-                          f"(aliased {_size(report['alias_bytes'])}), temporaries {_size(report['temp_bytes'])}"
-                          + (f", peak {_size(report['peak_bytes'])}" if report["peak_bytes"] else "")
-                          + f"; needs {_size(report['needed_bytes'])} per device")
-    xla = report["flops_per_step"]
-    add("FLOPs per step", ("?" if xla is None else f"{xla:.4g}") +
-        " per device (XLA cost analysis, per device: counts each loop body once)")
-    add("", f"{report['counted_flops_per_device']:.4g} per device counted in the program (matmuls, loops times "
-            f"their trip count, remat included)")
-    if report["mfu_bound"] is not None:
-        speed = ""
-        if report["topology"]:
-            tps = report["tokens_per_second_bound"]
-            speed = (f"; a step takes at least {report['step_seconds_bound'] * 1e3:.3g} ms at "
-                     f"{report['peak_flops_per_chip'] / 1e12:.0f} TFLOP/s bf16 per chip"
-                     + (f", at most {tps:,.0f} tokens/s" if tps else ""))
-        add("MFU bound", f"{report['mfu_bound']:.2f} (model FLOPs / executed FLOPs: remat recompute lowers it){speed}")
-    for problem in report["problems"]:
-        add("PROBLEM", problem)
-    if report["topology"]:
-        hbm = report["hbm_bytes"]
-        if report["fits"]:
-            add("fits", f"yes: needs {_size(report['needed_bytes'])} of {_size(hbm)} HBM per chip "
-                        f"({_size(hbm - report['needed_bytes'])} free)")
-        else:
-            refused = report["compiler_hbm_bytes"]
-            add("fits", f"NO: needs {_size(report['needed_bytes'])} per chip, the chip has {_size(hbm)}: over by "
-                        f"{_size(report['needed_bytes'] - hbm)}" + (
-                            f" (the TPU compiler refused it; it allows {_size(refused)})" if refused else ""))
-    add("compile", f"{report['compile_seconds']:.1f} s")
-    if "fixes" in report:
-        add("fixes", "tried in order, least intrusive first, until one fits:")
-        for fix in report["fixes"]:
-            outcome = (f"error: {fix['error']}" if fix["error"] else
-                       f"fits: needs {_size(fix['needed_bytes'])}" if fix["fits"] else
-                       f"needs {_size(fix['needed_bytes'])}: does not fit")
-            add("", f"  {' '.join(fix['overrides'])}  ->  {outcome}  ({fix['why']})")
-        for note in report["not_expressible"]:
-            add("not expressible", note)
-    text = "\n".join(f"{indent}{label:<16} {value}" for label, value in lines)
-    replan = report.get("fixes") and report.get("replan")
-    if replan:
-        text += f"\n\n{indent}re-planned with {' '.join(report['fixes'][-1]['overrides'])}:\n"
-        text += _plan_text(replan, indent + "    ")
-    elif "fixes" in report:
-        text += (f"\n{indent}{'':<16} none fits: try more chips, a chip with more HBM (v5p has 95 GiB), a shorter "
-                 f"data.seq_len or a smaller data.batch_size")
-    return text
-
-
 def _generate(args: argparse.Namespace) -> int:
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
+    from baobab.commands import generate_text
+    from baobab.runs import load_run
 
-    from baobab import models
-    from baobab.config import ConfigError
-    from baobab.experiment import load_run, restore_model
-
-    config = load_run(args.run, args.overrides)
-    if config.model.kind not in ("gpt2", "llama"):
-        raise ConfigError(f"{args.run}: model.kind = {config.model.kind!r} is not a language model")
-    tokenizer = getattr(config.data, "tokenizer", "bytes")
-    if tokenizer == "bytes":
-        ids = list(args.prompt.encode("utf-8"))
-        decode = lambda toks: bytes(int(t) for t in toks if t < 256).decode("utf-8", errors="replace")
-    else:
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(tokenizer)
-        ids = tok.encode(args.prompt).ids
-        decode = lambda toks: tok.decode([int(t) for t in toks])
-    if not ids:
-        raise ConfigError("--prompt is empty; give at least one character")
-    model, step = restore_model(config)
-    out = models.generate(nn_eval(model), jnp.asarray([ids], jnp.int32), args.steps, temperature=args.temperature,
-                          top_k=args.top_k, top_p=args.top_p, key=jax.random.key(args.seed))
-    print(args.prompt + decode(np.asarray(out[0, len(ids):])))
+    print(generate_text(load_run(args.run, args.overrides), args.prompt, args.steps, temperature=args.temperature,
+                        top_k=args.top_k, top_p=args.top_p, seed=args.seed))
     return 0
-
-
-def nn_eval(model):
-    from baobab import nn
-
-    return nn.eval_mode(model)
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -352,24 +248,30 @@ def _cpu_when_no_accelerator() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    host_memory.configure()  # before JAX computes anything; BAOBAB_HOST_MEMORY=system opts out
     _cpu_when_no_accelerator()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return args.func(args)
-    except USER_ERRORS as err:
+    except UserError as err:
         if args.debug:
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if isinstance(err, KeyError) and message.startswith(("'", '"')):
-            message = message[1:-1]
         print(f"baobab {args.command}: error: {message}", file=sys.stderr)
         return 2
     except FloatingPointError as err:  # train.NonFiniteError: the run failed, the user's input was fine
         if args.debug:
             raise
         print(f"baobab {args.command}: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"baobab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # not the user's mistake: show everything
+        traceback.print_exc()
+        print(f"baobab {args.command}: {BUG_REPORT}", file=sys.stderr)
         return 1
 
 

@@ -27,7 +27,7 @@ the config classes they use, so an IDE checks them, as in big_vision.
 >>> apply_overrides(Experiment(), ["optimizer.lrr=1"])
 Traceback (most recent call last):
 ...
-baobab.config.ConfigError: optimizer.lrr: no such key; did you mean optimizer.lr?
+baobab.errors.ConfigError: optimizer.lrr: no such key; did you mean optimizer.lr?
 """
 
 from __future__ import annotations
@@ -37,11 +37,14 @@ import difflib
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Callable, Mapping, TypeVar
 
 import pydantic
+import pydantic_core
 
-__all__ = ["Config", "ConfigError", "apply_overrides", "load_config", "parse_value", "to_json"]
+from baobab.errors import ConfigError as ConfigError
+
+__all__ = ["Config", "ConfigError", "apply_overrides", "load_config", "parse_value", "to_json", "kind_field"]
 
 C = TypeVar("C", bound="Config")
 
@@ -52,8 +55,49 @@ class Config(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
 
-class ConfigError(ValueError):
-    """A user's config or override is wrong; the message names the key and the fix."""
+def _dump_own_fields(value: Config, info: pydantic.SerializationInfo) -> dict:
+    return value.model_dump(mode=info.mode)
+
+
+def kind_field(table: Mapping[str, Any], section: str, config_of: Callable[[Any], type] = lambda entry: entry):
+    """The type of a config section chosen by ``kind`` from ``table`` (kind -> entry).
+
+    The table is read when a value is validated, not when the type is made, so a
+    kind added to the table later (a new model file plus its table entry) is valid
+    everywhere at once. ``config_of(entry)`` is the entry's config class. Values are
+    dumped by their own class, so every field of the chosen kind is kept.
+
+    >>> class Small(Config):
+    ...     kind: str = "small"
+    ...     width: int = 8
+    >>> table = {"small": Small}
+    >>> class Run(Config):
+    ...     model: kind_field(table, "model") = Small()
+    >>> Run.model_validate({"model": {"kind": "small", "width": 4}}).model.width
+    4
+    >>> apply_overrides(Run(), ["model.kind=big"])
+    Traceback (most recent call last):
+    ...
+    baobab.errors.ConfigError: model: unknown kind 'big'; valid kinds: 'small'
+    """
+
+    def validate(value: Any) -> Config:
+        classes = {kind: config_of(entry) for kind, entry in table.items()}
+        if isinstance(value, Config) and type(value) in classes.values():
+            return value
+        if isinstance(value, Config):
+            value = value.model_dump(mode="python")
+        if not isinstance(value, Mapping):
+            raise ValueError(f"expected a {section} section (a mapping with a kind), got {type(value).__name__}")
+        kind = value.get("kind")
+        if kind not in classes:
+            raise pydantic_core.PydanticCustomError(
+                "unknown_kind", "unknown kind {kind}; valid kinds: {kinds}",
+                {"kind": repr(kind), "kinds": ", ".join(repr(k) for k in classes)})
+        return classes[kind].model_validate(dict(value))
+
+    return Annotated[Config, pydantic.PlainValidator(validate),
+                     pydantic.PlainSerializer(_dump_own_fields)]
 
 
 def parse_value(text: str) -> Any:
@@ -111,7 +155,9 @@ def _error_from_validation(err: pydantic.ValidationError) -> ConfigError:
         got = e.get("input")
         got_text = f", got {got!r}" if not isinstance(got, dict) else ""
         ctx = e.get("ctx") or {}
-        if e["type"] == "union_tag_invalid":
+        if e["type"] == "unknown_kind":
+            lines.append(f"{loc}: {e['msg']}")
+        elif e["type"] == "union_tag_invalid":
             lines.append(f"{loc}: unknown kind {ctx.get('tag')!r}; valid kinds: {ctx.get('expected_tags')}")
         elif e["type"] == "extra_forbidden":
             lines.append(f"{loc}: no such key")

@@ -4,7 +4,7 @@
 it is not running on. ``topology("v5p:4x4x4")`` gives that slice's devices (one per
 chip, each with its ``process_index``, i.e. its host), and a mesh over them lets
 ``jax.jit(step).lower(...).compile()`` compile the real program for the pod on this
-machine. ``baobab plan --topology`` (``baobab.experiment.plan``) builds on this.
+machine. ``baobab plan --topology`` (``baobab.planner.plan``) builds on this.
 
 What a compile proves: the program compiles for that slice, every sharding is
 valid, and XLA's buffer assignment fits the chip's HBM (the TPU compiler refuses a

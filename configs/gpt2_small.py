@@ -16,6 +16,7 @@ from baobab.models import GPT2Config
 
 def get_config() -> ExperimentConfig:
     return ExperimentConfig(
+        task="language_model",
         model=GPT2Config(vocab_size=50304, max_len=1024, hidden_size=768, num_layers=12, num_heads=12,
                          scan_layers=True, remat="dots_saveable"),
         data=TextData(seq_len=1024, batch_size=64),

@@ -21,6 +21,7 @@ from baobab.models import GPT2Config
 
 def get_config() -> ExperimentConfig:
     return ExperimentConfig(
+        task="language_model",
         model=GPT2Config(vocab_size=256, max_len=128, hidden_size=128, num_layers=4, num_heads=4),
         data=TextData(seq_len=128, batch_size=16, stdlib_limit=300),
         optimizer=OptimizerConfig(kind="adamw", lr=2e-3, weight_decay=0.1, b2=0.99),

@@ -34,6 +34,7 @@ def idle_text_files() -> tuple[str, ...]:
 
 def get_config() -> ExperimentConfig:
     return ExperimentConfig(
+        task="language_model",
         # The architecture of configs/gpt_bytes.py, so every pretrained array fits.
         model=GPT2Config(vocab_size=256, max_len=128, hidden_size=128, num_layers=4, num_heads=4),
         data=TextData(files=idle_text_files(), stdlib_limit=None, eval_fraction=0.34, seq_len=128, batch_size=16),

@@ -15,6 +15,7 @@ from baobab.models import LlamaConfig
 
 def get_config() -> ExperimentConfig:
     return ExperimentConfig(
+        task="language_model",
         model=LlamaConfig(vocab_size=128256, max_len=131072, hidden_size=2048, num_layers=16, num_heads=32,
                           num_kv_heads=8, intermediate_size=8192, scan_layers=True, remat="nothing_saveable"),
         data=TextData(seq_len=2048, batch_size=32),

@@ -44,6 +44,7 @@ def get_config() -> ExperimentConfig:
     model = hf.config_from_hf(json.loads((folder / "config.json").read_text()),
                               num_classes=len(DOCSTRING_PACKAGES), dropout=0.1)
     return ExperimentConfig(
+        task="text_classification",
         model=model,
         data=TextClassificationData(tokenizer=str(folder / "tokenizer.json"), seq_len=64, batch_size=32),
         optimizer=OptimizerConfig(kind="adamw", lr=1e-4, weight_decay=0.01),

@@ -13,6 +13,7 @@ from baobab.models import CNNConfig
 
 def get_config() -> ExperimentConfig:
     return ExperimentConfig(
+        task="classification",
         model=CNNConfig(channels=(32, 64), hidden=128, dropout=0.3),
         data=MnistData(batch_size=64),
         optimizer=OptimizerConfig(kind="adamw", lr=2e-3),

@@ -13,6 +13,7 @@ from baobab.models import MLPConfig
 
 def get_config() -> ExperimentConfig:
     return ExperimentConfig(
+        task="classification",
         model=MLPConfig(in_features=784, hidden=(512, 256), dropout=0.2),
         data=MnistData(batch_size=128),
         optimizer=OptimizerConfig(kind="adamw", lr=1e-3, weight_decay=1e-4),

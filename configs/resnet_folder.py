@@ -18,6 +18,7 @@ from baobab.models import ResNetConfig
 
 def get_config() -> ExperimentConfig:
     return ExperimentConfig(
+        task="classification",
         model=ResNetConfig(depth=18, num_classes=3, width=16, small_inputs=True),
         data=ImageFolderData(train_dir="runs/shapes/train", eval_dir="runs/shapes/test", image_size=(32, 32),
                              batch_size=32),

@@ -70,6 +70,7 @@ from ._text import text_corpus as text_corpus
 from ._tokenize import ByteTokenize as ByteTokenize
 from ._tokenize import Tokenize as Tokenize
 from ._config import DATASETS as DATASETS
+from ._config import DatasetEntry as DatasetEntry
 from ._config import DataConfig as DataConfig
 from ._config import DataInfo as DataInfo
 from ._config import ImageFolderData as ImageFolderData

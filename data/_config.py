@@ -15,14 +15,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Literal, Mapping, Optional, Union
+from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping, NamedTuple, Optional
 
 import grain
 import numpy as np
 import pydantic
 from jax.sharding import Mesh
 
-from baobab.config import Config, ConfigError
+from baobab.config import Config, ConfigError, kind_field
 
 from ._image import Normalize, RandomCrop, RandomFlip, Resize
 from ._image_folder import ImageFolderSource, image_folder
@@ -36,7 +36,7 @@ from ._text_classes import DOCSTRING_PACKAGES, EncodeText, count_truncated, json
 from ._tokenize import ByteTokenize, Tokenize
 
 __all__ = ["MnistData", "ImageFolderData", "TextData", "TextClassificationData", "PreparedData", "DataConfig",
-           "DATASETS", "DataInfo", "build_data"]
+           "DATASETS", "DatasetEntry", "DataInfo", "build_data"]
 
 log = logging.getLogger("baobab")
 
@@ -45,6 +45,7 @@ class MnistData(Config):
     """The embedded MNIST digits (4,000 train / 1,000 test), normalised to [0, 1]."""
 
     kind: Literal["mnist"] = "mnist"
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the baobab.tasks it can feed
     batch_size: int = 128
     eval_batch_size: int = 500
     augment: bool = False  # random 28x28 crops of the 2-pixel-padded digit
@@ -55,6 +56,7 @@ class ImageFolderData(Config):
     """``root/<class>/*.png|jpg`` folders, resized to ``image_size``."""
 
     kind: Literal["image_folder"] = "image_folder"
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the baobab.tasks it can feed
     train_dir: str
     eval_dir: Optional[str] = None
     image_size: tuple[int, int] = (32, 32)
@@ -73,6 +75,7 @@ class TextData(Config):
     """
 
     kind: Literal["text"] = "text"
+    tasks: ClassVar[tuple[str, ...]] = ("language_model",)  # the baobab.tasks it can feed
     files: tuple[str, ...] = ()
     stdlib_limit: Optional[int] = 300
     eval_fraction: float = 0.05
@@ -97,6 +100,7 @@ class TextClassificationData(Config):
     """
 
     kind: Literal["text_classification"] = "text_classification"
+    tasks: ClassVar[tuple[str, ...]] = ("text_classification",)  # the baobab.tasks it can feed
     tokenizer: str
     train_file: Optional[str] = None
     eval_file: Optional[str] = None
@@ -111,16 +115,13 @@ class PreparedData(Config):
     """A folder written by ``baobab data prepare`` (ArrayRecord shards + metadata.json)."""
 
     kind: Literal["prepared"] = "prepared"
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "language_model")  # the baobab.tasks it can feed  # by its features: images or tokens
     path: str
     train_split: str = "train"
     eval_split: Optional[str] = "test"
     batch_size: int = 64
     eval_batch_size: int = 256
     num_threads: int = 0
-
-
-DataConfig = Annotated[Union[MnistData, ImageFolderData, TextData, TextClassificationData, PreparedData],
-                       pydantic.Field(discriminator="kind")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,14 +242,25 @@ def _prepared(cfg: PreparedData, mesh: Mesh, rules: Mapping[str, Any], seed: int
     return train, _eval_factory(test), info
 
 
-#: The one table from ``data.kind`` to its config class and builder.
-DATASETS: dict[str, tuple[type[Config], Callable[..., Built]]] = {
-    "mnist": (MnistData, _mnist),
-    "image_folder": (ImageFolderData, _image_folder),
-    "text": (TextData, _text),
-    "text_classification": (TextClassificationData, _text_classification),
-    "prepared": (PreparedData, _prepared),
+class DatasetEntry(NamedTuple):
+    """One row of ``DATASETS``: the config class and ``build(config, mesh, rules, seed) -> Built``."""
+
+    config: type[Config]
+    build: Callable[..., Built]
+
+
+#: The one table from ``data.kind`` to its config class and builder. Adding a kind is
+#: its config class and builder (a file of their own) plus one entry here.
+DATASETS: dict[str, DatasetEntry] = {
+    "mnist": DatasetEntry(MnistData, _mnist),
+    "image_folder": DatasetEntry(ImageFolderData, _image_folder),
+    "text": DatasetEntry(TextData, _text),
+    "text_classification": DatasetEntry(TextClassificationData, _text_classification),
+    "prepared": DatasetEntry(PreparedData, _prepared),
 }
+
+#: The ``data`` section of an experiment config: any config in ``DATASETS``, by ``kind``.
+DataConfig = kind_field(DATASETS, "data", lambda entry: entry.config)
 
 
 def build_data(config: Config, *, mesh: Mesh, rules: Mapping[str, Any], seed: int = 0) -> Built:
@@ -256,4 +268,4 @@ def build_data(config: Config, *, mesh: Mesh, rules: Mapping[str, Any], seed: in
     kind = getattr(config, "kind", None)
     if kind not in DATASETS:
         raise ConfigError(f"data.kind = {kind!r}: unknown; valid kinds: {sorted(DATASETS)}")
-    return DATASETS[kind][1](config, mesh, rules, seed)
+    return DATASETS[kind].build(config, mesh, rules, seed)

@@ -9,8 +9,9 @@ from __future__ import annotations
 __all__ = ["DataError", "CorruptRecordError"]
 
 
-class DataError(ValueError):
-    """Bad input data or a pipeline that cannot work on it (empty dataset, wrong shape...)."""
+# The one DataError (a baobab.errors.UserError and a ValueError): bad input data or a
+# pipeline that cannot work on it (empty dataset, wrong shape...).
+from baobab.errors import DataError as DataError  # noqa: E402
 
 
 class CorruptRecordError(DataError):

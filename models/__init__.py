@@ -14,8 +14,10 @@ kind         config              model              file
 
 Every model is built as ``Model(config, *, key)`` and keeps its config as
 ``model.config``. ``MODELS`` is the one table from ``kind`` to both classes, and
-``build_model`` uses it; ``ModelConfig`` is the pydantic union that experiment
-configs use for their ``model`` section (``kind`` picks the class). ``generate``
+``build_model`` uses it; ``ModelConfig`` is the config type that experiment configs
+use for their ``model`` section (``kind`` picks the class, from ``MODELS``). A config
+class says what it can do: ``tasks`` names the ``baobab.tasks`` it runs. Adding a
+model is one file plus one ``MODELS`` entry (``docs/design.md``, "How to add ..."). ``generate``
 samples from the language models, and ``hf`` holds the upstream name tables.
 
 >>> import jax
@@ -29,12 +31,11 @@ samples from the language models, and ``hf`` holds the upstream name tables.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Mapping, NamedTuple, Union
+from typing import Any, Mapping, NamedTuple
 
 import jax
-import pydantic
 
-from baobab.config import Config
+from baobab.config import Config, ConfigError, kind_field
 
 from . import hf as hf
 from . import hf_io as hf_io
@@ -76,13 +77,10 @@ MODELS: dict[str, ModelEntry] = {
     "bert": ModelEntry(BertConfig, Bert),
 }
 
-#: The ``model`` section of an experiment config: any model config, chosen by ``kind``.
-ModelConfig = Annotated[
-    Union[MLPConfig, CNNConfig, ResNetConfig, ViTConfig, GPT2Config, LlamaConfig, BertConfig],
-    pydantic.Field(discriminator="kind"),
-]
-
-_ADAPTER = pydantic.TypeAdapter(ModelConfig)
+#: The ``model`` section of an experiment config: any config in ``MODELS``, chosen by
+#: ``kind``. The table is read at validation time, so adding a model is its file plus
+#: one ``MODELS`` entry.
+ModelConfig = kind_field(MODELS, "model", lambda entry: entry.config)
 
 
 def parse_model_config(values: Mapping[str, Any]) -> Config:
@@ -94,8 +92,8 @@ def parse_model_config(values: Mapping[str, Any]) -> Config:
     """
     kind = values.get("kind") if isinstance(values, Mapping) else None
     if kind not in MODELS:
-        raise ValueError(f"unknown model kind {kind!r}; valid kinds: {sorted(MODELS)}.")
-    return _ADAPTER.validate_python(values)
+        raise ConfigError(f"unknown model kind {kind!r}; valid kinds: {sorted(MODELS)}.")
+    return MODELS[kind].config.model_validate(dict(values))
 
 
 def build_model(config: Config | Mapping[str, Any], *, key: jax.Array):
@@ -105,7 +103,7 @@ def build_model(config: Config | Mapping[str, Any], *, key: jax.Array):
     kind = getattr(config, "kind", None)
     entry = MODELS.get(kind)
     if entry is None:
-        raise ValueError(f"unknown model kind {kind!r}; valid kinds: {sorted(MODELS)}.")
+        raise ConfigError(f"unknown model kind {kind!r}; valid kinds: {sorted(MODELS)}.")
     if not isinstance(config, entry.config):
         raise TypeError(f"build_model: kind {kind!r} needs a {entry.config.__name__}, got {type(config).__name__}.")
     return entry.model(config, key=key)

@@ -45,7 +45,7 @@ There is no attention-probability dropout.
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import ClassVar, Literal
 
 import einops
 import jax
@@ -78,6 +78,7 @@ class BertConfig(Config):
     """
 
     kind: Literal["bert"] = "bert"
+    tasks: ClassVar[tuple[str, ...]] = ("text_classification",)  # the baobab.tasks it can run
     vocab_size: int = pydantic.Field(30522, gt=0)
     max_len: int = pydantic.Field(512, gt=0)
     type_vocab_size: int = pydantic.Field(2, gt=0)
@@ -302,7 +303,7 @@ class Bert(nn.Module):
       ``(B, num_classes)`` of ``classifier(dropout(pool(hidden)))``.
 
     ``encode(...)`` always returns hidden states; ``pool(hidden)`` gives ``pooler_output``.
-    Dropout runs only when the call gets ``key=``.
+    With ``config.dropout > 0`` a call in training mode needs ``key=`` (``nn.eval_mode(model)`` turns dropout off).
     """
 
     embeddings: BertEmbeddings

@@ -9,15 +9,18 @@ warmup-cosine schedule peaking at 2e-3, batch 64, 6 epochs (372 steps), reached
 (10 epochs: 97.7 %). Constant Adam 1e-3 with ``dropout=0`` gave only 96.1 % after 6 epochs.
 
 >>> import jax, jax.numpy as jnp
+>>> from baobab import nn
 >>> from baobab.models import CNN, CNNConfig
 >>> model = CNN(CNNConfig(), key=jax.random.key(0))
->>> model(jnp.zeros((8, 28, 28, 1))).shape  # (N, H, W, C) -> (N, classes)
+>>> model(jnp.zeros((8, 28, 28, 1)), key=jax.random.key(1)).shape  # (N, H, W, C) -> (N, classes)
+(8, 10)
+>>> nn.eval_mode(model)(jnp.zeros((8, 28, 28, 1))).shape  # evaluation: no dropout, no key
 (8, 10)
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +36,7 @@ class CNNConfig(Config):
     """A small CNN. Each entry of ``channels`` is one conv block that halves the image size."""
 
     kind: Literal["cnn"] = "cnn"
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the baobab.tasks it can run
     image_size: int = pydantic.Field(28, gt=0, description="height = width of the input images")
     in_channels: int = pydantic.Field(1, gt=0)
     channels: tuple[pydantic.PositiveInt, ...] = pydantic.Field((32, 64), min_length=1)
@@ -55,8 +59,8 @@ class CNN(nn.Module):
 
     Paths: ``convs[i].weight`` ``(3, 3, C_in, C_out)`` and ``convs[i].bias``, then
     ``fc`` and ``head`` (``Linear``, weights ``(in, out)``). Inputs must be floating
-    point (scale uint8 pixels first, e.g. with ``data.Normalize()``). Dropout runs only
-    when the call gets ``key=``.
+    point (scale uint8 pixels first, e.g. with ``data.Normalize()``). With dropout, a call in
+    training mode needs ``key=`` (``nn.eval_mode(model)`` turns dropout off).
     """
 
     convs: tuple[nn.Conv, ...]

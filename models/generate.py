@@ -23,6 +23,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from baobab import nn
+
 __all__ = ["generate", "sample_logits"]
 
 
@@ -62,7 +64,8 @@ def generate(model, prompt_ids: jax.Array, steps: int, *, temperature: float = 0
     Greedy when ``temperature == 0`` (the default); sampling needs a ``key``. All
     prompts in the batch have the same length (no padding). After a row emits
     ``eos_id`` it repeats ``eos_id``. The cache holds exactly ``T0 + steps`` positions,
-    which must fit the model's ``config.max_len``.
+    which must fit the model's ``config.max_len``. The model runs in evaluation mode
+    (``nn.eval_mode``), so dropout is off whatever mode it was given in.
     """
     prompt_ids = jnp.asarray(prompt_ids)
     if prompt_ids.ndim != 2 or not jnp.issubdtype(prompt_ids.dtype, jnp.integer):
@@ -85,6 +88,7 @@ def generate(model, prompt_ids: jax.Array, steps: int, *, temperature: float = 0
             f"more than the model's max_len={model.config.max_len}."
         )
     key = jax.random.key(0) if key is None else key  # unused when greedy
+    model = nn.eval_mode(model)  # inference: dropout off, BatchNorm on running statistics
     return _generate(model, prompt_ids.astype(jnp.int32), key, steps=steps, temperature=float(temperature),
                      top_k=top_k, top_p=top_p, eos_id=eos_id, cache_dtype=cache_dtype)
 

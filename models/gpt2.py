@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import einops
 import jax
@@ -86,6 +86,7 @@ class GPT2Config(Config):
     """
 
     kind: Literal["gpt2"] = "gpt2"
+    tasks: ClassVar[tuple[str, ...]] = ("language_model",)  # the baobab.tasks it can run
     vocab_size: int = pydantic.Field(50257, gt=0)
     max_len: int = pydantic.Field(1024, gt=0, description="number of learned positions")
     hidden_size: int = pydantic.Field(768, gt=0)
@@ -260,8 +261,8 @@ def _cache_index(cache) -> jax.Array:
 class GPT2(nn.Module):
     """Token ids ``(B, T)`` -> next-token logits ``(B, T, vocab_size)``.
 
-    * ``model(ids, key=None)``: causal logits over the whole sequence. Dropout runs
-      only when ``key`` is given. ``T <= max_len``.
+    * ``model(ids, key=None)``: causal logits over the whole sequence. ``T <= max_len``.
+      With ``config.dropout > 0`` a call in training mode needs ``key=`` (``nn.eval_mode(model)`` turns dropout off).
     * ``model(ids, cache=cache)``: decode with a cache from ``init_cache``; returns
       ``(logits, new_cache)``. The new tokens sit at positions ``cache index ...``,
       so a prefill followed by one-token steps gives the full forward's logits.

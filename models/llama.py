@@ -45,7 +45,7 @@ supports HF's ``"linear"`` and ``"llama3"`` rope types.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import einops
 import jax
@@ -92,6 +92,7 @@ class LlamaConfig(Config):
     """
 
     kind: Literal["llama"] = "llama"
+    tasks: ClassVar[tuple[str, ...]] = ("language_model",)  # the baobab.tasks it can run
     vocab_size: int = pydantic.Field(128256, gt=0)
     max_len: int = pydantic.Field(131072, gt=0)
     hidden_size: int = pydantic.Field(2048, gt=0)

@@ -13,7 +13,7 @@ class built from it with an explicit key, and a pure ``__call__``.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,7 @@ class MLPConfig(Config):
     """An MLP classifier. Defaults suit 28x28 grey-scale digits (MNIST)."""
 
     kind: Literal["mlp"] = "mlp"
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the baobab.tasks it can run
     in_features: int = pydantic.Field(784, gt=0, description="size of one flattened input example")
     hidden: tuple[pydantic.PositiveInt, ...] = pydantic.Field((512, 256), description="hidden widths")
     num_classes: int = pydantic.Field(10, gt=0)
@@ -43,7 +44,7 @@ class MLPClassifier(nn.Module):
 
     Paths: ``hidden[i].weight`` ``(in, out)`` and ``hidden[i].bias``, then ``head``.
     Inputs must be floating point (scale uint8 pixels first, e.g. ``data.Normalize()``).
-    Dropout runs only when the call gets ``key=``.
+    With ``dropout > 0`` a call in training mode needs ``key=`` (``nn.eval_mode(model)`` turns dropout off).
     """
 
     hidden: tuple[nn.Linear, ...]

@@ -35,7 +35,7 @@ the 3x3 convolution), as torchvision does.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +67,7 @@ class ResNetConfig(Config):
     """
 
     kind: Literal["resnet"] = "resnet"
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the baobab.tasks it can run
     depth: Literal[18, 34, 50, 101, 152] = 18
     num_classes: int = pydantic.Field(1000, gt=0)
     width: int = pydantic.Field(64, gt=0)

@@ -37,7 +37,7 @@ the import is a table, not code. There is no attention-probability dropout.
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import ClassVar, Literal
 
 import einops
 import jax
@@ -69,6 +69,7 @@ class ViTConfig(Config):
     """
 
     kind: Literal["vit"] = "vit"
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the baobab.tasks it can run
     image_size: int = pydantic.Field(224, gt=0)
     patch_size: int = pydantic.Field(16, gt=0)
     in_channels: int = pydantic.Field(3, gt=0)
@@ -290,7 +291,7 @@ class ViT(nn.Module):
     * ``pool(hidden)``: the pooler output ``(B, D)`` (needs ``pooler=True``).
 
     ``H = W = image_size``: position embeddings are not interpolated to other sizes.
-    Dropout (``config.dropout``) runs only when the call gets ``key=``.
+    With ``config.dropout > 0`` a call in training mode needs ``key=`` (``nn.eval_mode(model)`` turns dropout off).
     """
 
     embeddings: ViTEmbeddings

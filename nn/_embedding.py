@@ -9,7 +9,8 @@ import jax.numpy as jnp
 
 from . import _context
 from ._checks import check_dim
-from ._module import Module, _wrap_call, param, static
+from ._core import wrap_call
+from ._module import Module, param, static
 
 __all__ = ["Embedding"]
 
@@ -78,4 +79,4 @@ class Embedding(Module):
         return x @ self.weight.T  # (..., num_embeddings)
 
     # Run like __call__: in a named scope, with the module's path and precision policy.
-    attend = _wrap_call(attend)
+    attend = wrap_call(attend)

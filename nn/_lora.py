@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from ._context import join_path
 from ._linear import Linear
-from ._module import META, Module, param, replace, static
+from ._module import Module, array_meta, param, replace, static
 from ._params import freeze, path_matches, unfreeze
 from ._tree import iter_modules, map_modules
 
@@ -58,7 +58,7 @@ class LoRALinear(Module):
             raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}.")
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}.")
-        in_axis, out_axis = base.__dict__[META]["weight"].axes[-2:]
+        in_axis, out_axis = array_meta(base, "weight").axes[-2:]
         bound = 1.0 / base.in_features ** 0.5
         dtype = base.weight.dtype
         self.base = base

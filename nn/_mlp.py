@@ -33,7 +33,8 @@ class MLP(Module):
     for PyTorch's exact ``nn.GELU()`` pass ``functools.partial(jax.nn.gelu, approximate=False)``.
 
     ``dropout`` is a drop rate applied after the activation and after ``fc2``
-    (as timm's ``Mlp``), only when the call gets a ``key``.
+    (as timm's ``Mlp``). With ``dropout > 0`` a call in training mode needs ``key=``;
+    ``nn.eval_mode(mlp)`` turns dropout off.
 
     Init: both ``Linear`` layers as PyTorch, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
     for weights and biases.

@@ -17,7 +17,8 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from ._context import join_path
-from ._module import META, PARAM, STATE, Module, is_array, replace
+from ._module import PARAM, STATE, Module, is_array
+from ._pytree import array_metas, replace_metas
 from ._tree import iter_arrays, map_arrays, map_modules
 
 __all__ = [
@@ -96,7 +97,7 @@ def _set_frozen(model: Module, patterns: tuple[str, ...], frozen: bool) -> Modul
     hits = {p: 0 for p in patterns}
 
     def visit(path: str, module: Module) -> Module:
-        metas = module.__dict__[META]
+        metas = array_metas(module)
         new_metas = dict(metas)
         for name, meta in metas.items():
             full = join_path(path, name)
@@ -105,9 +106,7 @@ def _set_frozen(model: Module, patterns: tuple[str, ...], frozen: bool) -> Modul
                 hits[p] += 1
             if matched and meta.kind == PARAM:
                 new_metas[name] = meta._replace(frozen=frozen)
-        new = replace(module)
-        new.__dict__[META] = new_metas
-        return new
+        return replace_metas(module, new_metas)
 
     out = map_modules(visit, model)
     missing = [p for p, n in hits.items() if n == 0]

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 
-from ._module import META, PARAM, POLICY, Module, replace
+from ._core import cast_own_arrays
+from ._module import Module
 from ._params import path_matches
+from ._pytree import replace_policy
 from ._tree import map_modules
 
-__all__ = ["Policy", "with_policy", "cast_floating", "cast_own_arrays"]
+__all__ = ["Policy", "with_policy"]
 
 
 def _dtype(value: Any, what: str) -> Any:
@@ -68,24 +69,6 @@ class Policy(NamedTuple):
         return cls(p, c, o)
 
 
-def _cast(x: Any, dtype: Any) -> Any:
-    if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != dtype:
-        return x.astype(dtype)
-    return x
-
-
-def cast_floating(tree: Any, dtype: Any) -> Any:
-    """Cast the floating-point arrays of ``tree`` to ``dtype``; leave the rest alone."""
-    return jax.tree.map(lambda x: _cast(x, dtype), tree)
-
-
-def cast_own_arrays(module: Module, dtype: Any) -> Module:
-    """A copy of ``module`` with its own floating parameters (not submodules', not state)
-    cast to ``dtype``. State such as running statistics keeps its stored precision."""
-    metas = module.__dict__[META]
-    return replace(module, **{n: _cast(module.__dict__[n], dtype) for n, m in metas.items() if m.kind == PARAM})
-
-
 def with_policy(model: Module, policy: Policy, where: str = "*") -> Module:
     """Apply ``policy`` to every module whose path matches ``where``.
 
@@ -109,12 +92,7 @@ def with_policy(model: Module, policy: Policy, where: str = "*") -> Module:
         if not (where == "*" or path_matches(where, path)):
             return module
         hits += 1
-        metas = module.__dict__[META]
-        changes = {n: _cast(module.__dict__[n], policy.param_dtype)
-                   for n, m in metas.items() if m.kind == PARAM}
-        new = replace(module, **changes)
-        new.__dict__[POLICY] = policy
-        return new
+        return replace_policy(cast_own_arrays(module, policy.param_dtype), policy)
 
     out = map_modules(visit, model)
     if hits == 0:

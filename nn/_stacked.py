@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from . import _context
-from ._module import STATE, Module, construct, static
+from ._core import construct
+from ._module import STATE, Module, static
 from ._state import merge_state
 from ._tree import iter_arrays, map_arrays
 

@@ -40,7 +40,8 @@ from typing import Any
 import jax.numpy as jnp
 
 from . import _context
-from ._module import META, STATE, Module, replace
+from ._module import STATE, Module
+from ._pytree import array_metas, replace_unchecked
 from ._tree import map_modules
 
 __all__ = ["update_state", "stateful_call", "merge_state", "train_mode", "eval_mode"]
@@ -53,7 +54,7 @@ def update_state(module: Module, **values: Any) -> None:
     """
     original = _context.resolve_running(module)
     cls = type(original)
-    metas = original.__dict__[META]
+    metas = array_metas(original)
     for name, value in values.items():
         meta = metas.get(name)
         if meta is None or meta.kind != STATE:
@@ -62,7 +63,7 @@ def update_state(module: Module, **values: Any) -> None:
                 f"{cls.__name__}.{name} is not a state field (declared with nn.state); "
                 f"state fields are {states}."
             )
-        old = original.__dict__[name]
+        old = getattr(original, name)
         if tuple(value.shape) != tuple(old.shape):
             raise ValueError(
                 f"{_context.where()}: new {name} has shape {tuple(value.shape)}, "
@@ -74,7 +75,7 @@ def update_state(module: Module, **values: Any) -> None:
             f"it. Call the model through `out, model = nn.stateful_call(model, x)` to get the "
             f"updated model back, or switch to evaluation with `model = nn.eval_mode(model)`."
         )
-    cast = {n: jnp.asarray(v, dtype=original.__dict__[n].dtype) for n, v in values.items()}
+    cast = {n: jnp.asarray(v, dtype=getattr(original, n).dtype) for n, v in values.items()}
     _context.record(original, cast)
 
 
@@ -87,13 +88,13 @@ def merge_state(model: Any, updates: dict[int, tuple[Module, dict[str, Any]]]) -
         if isinstance(node, Module):
             changes = {}
             for name in type(node)._baobab_dynamic:
-                child = node.__dict__[name]
+                child = getattr(node, name)
                 new_child = rebuild(child)
                 if new_child is not child:
                     changes[name] = new_child
             if id(node) in updates and updates[id(node)][0] is node:
                 changes.update(updates[id(node)][1])
-            return replace(node, **changes) if changes else node
+            return replace_unchecked(node, **changes) if changes else node
         if isinstance(node, tuple):
             new = tuple(rebuild(v) for v in node)
             return node if all(a is b for a, b in zip(new, node)) else new
@@ -124,7 +125,7 @@ def stateful_call(model: Module, *args: Any, method: str | None = None, **kwargs
 def _set_training(model: Module, training: bool) -> Module:
     def visit(path: str, module: Module) -> Module:
         if "training" in type(module)._baobab_static:
-            return replace(module, training=training)
+            return replace_unchecked(module, training=training)
         return module
 
     return map_modules(visit, model)
@@ -136,5 +137,13 @@ def train_mode(model: Module) -> Module:
 
 
 def eval_mode(model: Module) -> Module:
-    """A copy of ``model`` with every layer that has a ``training`` flag set to False."""
+    """A copy of ``model`` with every layer that has a ``training`` flag set to False:
+    ``BatchNorm`` normalises with its running statistics and ``Dropout`` is the identity.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from baobab import nn
+    >>> mlp = nn.MLP(4, 8, 2, key=jax.random.key(0), dropout=0.5)
+    >>> nn.eval_mode(mlp).dropout.training, mlp(jnp.ones(4), key=jax.random.key(1)).shape
+    (False, (2,))
+    """
     return _set_training(model, False)

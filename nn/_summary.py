@@ -11,7 +11,7 @@ from ._module import PARAM, Module
 from ._sharding import logical_to_mesh
 from ._tree import iter_arrays
 
-__all__ = ["summary", "summary_table"]
+__all__ = ["summary"]
 
 
 def _fmt_count(n: int) -> str:
@@ -21,8 +21,20 @@ def _fmt_count(n: int) -> str:
     return str(n)
 
 
-def summary_table(model: Module, mesh: Mesh | None = None, rules: Mapping[str, Any] | None = None) -> str:
-    """The table that ``nn.summary`` prints, as a string."""
+def summary(model: Module, *, mesh: Mesh | None = None, rules: Mapping[str, Any] | None = None) -> str:
+    """A table of the model, as a string: path, shape, dtype, parameter count, logical
+    axes, and, given a ``mesh`` and ``rules``, each array's ``PartitionSpec``.
+
+    >>> import jax
+    >>> from baobab import nn
+    >>> print(nn.summary(nn.Linear(4, 2, key=jax.random.key(0))))
+    Linear
+    path    shape   dtype    params  axes
+    ------  ------  -------  ------  ------------
+    weight  (4, 2)  float32  8       (embed, mlp)
+    bias    (2,)    float32  2       (mlp,)
+    total: 10 parameters (10), 10 trainable, 0 state values, 0.00 MiB
+    """
     if (mesh is None) != (rules is None):
         raise ValueError("nn.summary: give both mesh= and rules= to show shardings, or neither.")
     header = ["path", "shape", "dtype", "params", "axes"] + (["sharding"] if mesh is not None else [])
@@ -53,19 +65,3 @@ def summary_table(model: Module, mesh: Mesh | None = None, rules: Mapping[str, A
     )
     return "\n".join(out)
 
-
-def summary(model: Module, mesh: Mesh | None = None, rules: Mapping[str, Any] | None = None) -> None:
-    """Print a table of the model: path, shape, dtype, parameter count, logical axes,
-    and, given a ``mesh`` and ``rules``, each array's ``PartitionSpec``.
-
-    >>> import jax
-    >>> from baobab import nn
-    >>> nn.summary(nn.Linear(4, 2, key=jax.random.key(0)))
-    Linear
-    path    shape   dtype    params  axes
-    ------  ------  -------  ------  ------------
-    weight  (4, 2)  float32  8       (embed, mlp)
-    bias    (2,)    float32  2       (mlp,)
-    total: 10 parameters (10), 10 trainable, 0 state values, 0.00 MiB
-    """
-    print(summary_table(model, mesh, rules))

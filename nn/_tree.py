@@ -12,18 +12,22 @@ their logical axes are prefixed accordingly.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ._context import join_path
-from ._module import META, ArrayMeta, Module, is_array, replace
+from ._core import is_module, replace
+from ._fields import ArrayMeta, is_array
+from ._pytree import array_metas, replace_unchecked
+
+if TYPE_CHECKING:  # for annotations only: _module.py imports this file (for Module.at)
+    from ._module import Module
 
 __all__ = ["iter_arrays", "map_arrays", "iter_modules", "map_modules", "parse_path", "At"]
 
 
 def _child_items(module: Module) -> Iterator[tuple[str, Any]]:
-    d = module.__dict__
     for name in type(module)._baobab_dynamic:
-        yield name, d[name]
+        yield name, getattr(module, name)
 
 
 def _prefix_for(module: Module, field: str) -> tuple:
@@ -35,8 +39,8 @@ def iter_arrays(tree: Any, path: str = "", prefix: tuple = ()) -> Iterator[tuple
 
     ``meta.axes`` includes leading axes added by stacking (``"layers"``).
     """
-    if isinstance(tree, Module):
-        metas = tree.__dict__[META]
+    if is_module(tree):
+        metas = array_metas(tree)
         for name, value in _child_items(tree):
             child_prefix = prefix + _prefix_for(tree, name)
             child_path = join_path(path, name)
@@ -61,8 +65,8 @@ def map_arrays(fn: Callable[[str, Any, ArrayMeta], Any], tree: Any, path: str = 
     The result has the model's tree structure, so it can be a mask, a tree of
     shardings or logical axes, or a new model.
     """
-    if isinstance(tree, Module):
-        metas = tree.__dict__[META]
+    if is_module(tree):
+        metas = array_metas(tree)
         changes = {}
         for name, value in _child_items(tree):
             child_prefix = prefix + _prefix_for(tree, name)
@@ -73,7 +77,7 @@ def map_arrays(fn: Callable[[str, Any, ArrayMeta], Any], tree: Any, path: str = 
                     changes[name] = fn(child_path, value, meta._replace(axes=child_prefix + meta.axes))
             else:
                 changes[name] = map_arrays(fn, value, child_path, child_prefix)
-        return replace(tree, **changes)
+        return replace_unchecked(tree, **changes)  # the new leaves may be masks or specs
     if isinstance(tree, tuple):
         return tuple(map_arrays(fn, v, join_path(path, f"[{i}]"), prefix) for i, v in enumerate(tree))
     if isinstance(tree, dict):
@@ -83,7 +87,7 @@ def map_arrays(fn: Callable[[str, Any, ArrayMeta], Any], tree: Any, path: str = 
 
 def iter_modules(tree: Any, path: str = "") -> Iterator[tuple[str, Module]]:
     """Yield ``(path, module)`` for the model and every submodule, parents first."""
-    if isinstance(tree, Module):
+    if is_module(tree):
         yield path, tree
         for name, value in _child_items(tree):
             yield from iter_modules(value, join_path(path, name))
@@ -97,10 +101,10 @@ def iter_modules(tree: Any, path: str = "") -> Iterator[tuple[str, Module]]:
 
 def map_modules(fn: Callable[[str, Module], Module], tree: Any, path: str = "") -> Any:
     """Rebuild a model bottom-up, replacing each module ``m`` by ``fn(path, m)``."""
-    if isinstance(tree, Module):
+    if is_module(tree):
         changes = {name: map_modules(fn, value, join_path(path, name))
                    for name, value in _child_items(tree) if not is_array(value)}
-        return fn(path, replace(tree, **changes))
+        return fn(path, replace_unchecked(tree, **changes))
     if isinstance(tree, tuple):
         return tuple(map_modules(fn, v, join_path(path, f"[{i}]")) for i, v in enumerate(tree))
     if isinstance(tree, dict):
@@ -145,9 +149,9 @@ def _format(tokens: list[str | int]) -> str:
 
 
 def _step(node: Any, token: str | int, done: list) -> Any:
-    if isinstance(node, Module):
+    if is_module(node):
         if isinstance(token, str) and token in type(node)._baobab_dynamic:
-            return node.__dict__[token]
+            return getattr(node, token)
         options = list(type(node)._baobab_dynamic)
     elif isinstance(node, tuple):
         if isinstance(token, int) and 0 <= token < len(node):
@@ -171,8 +175,8 @@ def _set(node: Any, tokens: list, value: Any, done: list) -> Any:
     token, rest = tokens[0], tokens[1:]
     child = _step(node, token, done)
     new_child = _set(child, rest, value, done + [token])
-    if isinstance(node, Module):
-        if token in node.__dict__[META]:
+    if is_module(node):
+        if token in array_metas(node):
             _check_leaf(child, new_child, _format(done + [token]))
         return replace(node, **{token: new_child})
     if isinstance(node, tuple):

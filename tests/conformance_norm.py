@@ -8,10 +8,11 @@ Two layers need a small test-only wrapper to fit the table:
   compared with the same batch run alone, so batch statistics agree. New running
   statistics are checked in tests/test_layers_norm_torch.py instead (they are
   ``stop_gradient``-ed, so ``check_grads`` cannot see them).
-* Dropout is stochastic only with ``key=``, which is keyword-only, while ``kwargs``
+* Dropout in training mode needs ``key=``, which is keyword-only, while ``kwargs``
   are static. ``_DropoutWithKey`` takes the key positionally, so the table passes
   it as a dynamic input: jit, vmap (one key per example), grads with a fixed mask
-  and bf16 all run on the dropping path. ``Dropout-nokey`` covers the identity path.
+  and bf16 all run on the dropping path. ``Dropout-eval`` (``training=False``, no
+  key) covers the identity path.
 """
 
 import jax
@@ -56,7 +57,7 @@ CASES: list[Case] = [
     Case("RMSNorm", lambda k: nn.RMSNorm(8), normal(4, 8)),
     Case("GroupNorm", lambda k: nn.GroupNorm(2, 8), normal(2, 4, 4, 8)),
     Case("BatchNorm-train", lambda k: _BatchNormTrain(8), normal(8, 8)),
-    Case("Dropout-nokey", lambda k: nn.Dropout(0.5), normal(4, 8)),
+    Case("Dropout-eval", lambda k: nn.Dropout(0.5, training=False), normal(4, 8)),
     Case("Dropout-key", lambda k: _DropoutWithKey(0.5), _with_key(4, 8)),
     Case("MLP", lambda k: nn.MLP(8, 16, 8, key=k), normal(4, 8)),
     Case("GatedMLP", lambda k: nn.GatedMLP(8, 16, key=k), normal(4, 8)),

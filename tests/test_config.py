@@ -116,7 +116,8 @@ def test_a_warmup_longer_than_the_run_is_reported(tmp_path, caplog):
     import logging
 
     from baobab.data import MnistData
-    from baobab.experiment import CheckpointConfig, ExperimentConfig, LoggingConfig, TrainerConfig, run_train
+    from baobab.commands import run_train
+    from baobab.experiment import CheckpointConfig, ExperimentConfig, LoggingConfig, TrainerConfig
     from baobab.models import MLPConfig
 
     config = ExperimentConfig(model=MLPConfig(hidden=(16,)), trainer=TrainerConfig(workdir=str(tmp_path), steps=3),

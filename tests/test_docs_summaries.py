@@ -17,9 +17,9 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "nn.md"
 def render(mesh=None) -> dict[str, str]:
     transformer = TinyTransformer(key=jax.random.key(0))
     resnet = TinyResNet(key=jax.random.key(0))
-    out = {"transformer": nn.summary_table(transformer), "resnet": nn.summary_table(resnet)}
+    out = {"transformer": nn.summary(transformer), "resnet": nn.summary(resnet)}
     if mesh is not None:
-        out["transformer-sharded"] = nn.summary_table(transformer, mesh=mesh, rules=nn.DEFAULT_RULES)
+        out["transformer-sharded"] = nn.summary(transformer, mesh=mesh, rules=nn.DEFAULT_RULES)
     return out
 
 

@@ -7,9 +7,11 @@ import pytest
 
 from baobab import nn
 from baobab.data import TextData
-from baobab.experiment import (CheckpointConfig, ExperimentConfig, LoggingConfig, OptimizerConfig, TrainerConfig,
-                               load_run, restore_model, run_train)
-from baobab._finetune import FinetuneConfig, LoRAConfig, export_run
+from baobab.commands import run_train
+from baobab.experiment import CheckpointConfig, ExperimentConfig, LoggingConfig, OptimizerConfig, TrainerConfig
+from baobab.runs import load_run, restore_model
+from baobab.finetune import FinetuneConfig, LoRAConfig
+from baobab.hf_runs import export_run
 from baobab.models import GPT2Config
 
 
@@ -24,6 +26,7 @@ def _second_corpus() -> tuple[str, ...]:
 
 def _config(workdir, data, steps, **finetune):
     return ExperimentConfig(
+        task="language_model",
         model=GPT2Config(vocab_size=256, max_len=32, hidden_size=32, num_layers=2, num_heads=2),
         data=data, optimizer=OptimizerConfig(lr=3e-3), trainer=TrainerConfig(workdir=str(workdir), steps=steps),
         checkpoint=CheckpointConfig(every=0, async_save=False), logging=LoggingConfig(log_every=5, progress=False),

@@ -27,7 +27,8 @@ import pytest
 import test_train_support as S
 from baobab import data
 from baobab.config import load_config
-from baobab.experiment import TrainerConfig, run_train
+from baobab.commands import run_train
+from baobab.experiment import TrainerConfig
 from test_finetune import _second_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,7 @@ from baobab.models import GPT2Config
 
 def get_config() -> ExperimentConfig:
     return ExperimentConfig(
+        task="language_model",
         model=GPT2Config(vocab_size=256, max_len={seq_len}, hidden_size=32, num_layers=2, num_heads=2),
         data=PreparedData(path={data!r}, batch_size=8, eval_split=None),
         optimizer=OptimizerConfig(lr=3e-3),

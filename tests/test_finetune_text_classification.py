@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from baobab.config import ConfigError, load_config
-from baobab.experiment import load_run, restore_model, run_train
+from baobab.commands import run_train
+from baobab.runs import load_run, restore_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ def test_minilm_fine_tune_starts_from_the_real_weights_and_exports_a_classifier(
     assert 0.0 <= start["eval/accuracy"] < 0.4 and start["eval/loss"] > 1.5  # an untrained head: near chance
     assert np.isfinite(result.metrics["train/loss"])
 
-    from baobab._finetune import export_run
+    from baobab.hf_runs import export_run
 
     out = export_run(tmp_path / "run", tmp_path / "hf")
     reference = BertForSequenceClassification.from_pretrained(str(out)).eval()
@@ -56,7 +57,7 @@ def test_text_classification_needs_a_matching_bert(tmp_path):
 
 
 def test_plan_compiles_the_text_classification_step(tmp_path):
-    from baobab.experiment import plan
+    from baobab.planner import plan
 
     report = plan(_config(tmp_path / "p", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"))
     assert report["parameters"] == 22_716_296  # all-MiniLM-L6-v2 (22,713,216) + a 384 x 8 classifier

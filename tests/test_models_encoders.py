@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from baobab import models
+from baobab import models, nn
 from baobab.models import hf
 
 import torch
@@ -27,7 +27,7 @@ def _import(ref, tmp_path, **overrides):
     config = hf.config_from_hf(json.loads((tmp_path / "config.json").read_text()), **overrides)
     tensors = safetensors_numpy.load_file(tmp_path / "model.safetensors")
     model = models.build_model(config, key=jax.random.key(1))
-    return hf.load_hf(model, tensors, hf.names_for(config)), tensors
+    return nn.eval_mode(hf.load_hf(model, tensors, hf.names_for(config))), tensors  # as the .eval() reference
 
 
 BERT = dict(vocab_size=99, hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=80,

@@ -24,12 +24,13 @@ forward = jax.jit(lambda model, ids: model(ids))  # compiled once per model stru
 
 
 def _import(ref, tmp_path, **overrides):
-    """save_pretrained -> (config.json, safetensors) -> a baobab model with the same weights."""
+    """save_pretrained -> (config.json, safetensors) -> a baobab model with the same weights,
+    in evaluation mode like the ``.eval()`` reference (HF configs carry dropout 0.1)."""
     ref.save_pretrained(tmp_path)
     config = hf.config_from_hf(json.loads((tmp_path / "config.json").read_text()), **overrides)
     tensors = safetensors_numpy.load_file(tmp_path / "model.safetensors")
     model = models.build_model(config, key=jax.random.key(1))
-    return hf.load_hf(model, tensors, hf.names_for(config))
+    return nn.eval_mode(hf.load_hf(model, tensors, hf.names_for(config)))
 
 
 def _gpt2_ref(tie: bool):
@@ -187,6 +188,20 @@ def test_sampling_options():
     picks = models.sample_logits(logits, jax.random.key(7), temperature=1.0, top_p=0.5)
     more_likely = (probs > probs[jnp.arange(2000), picks][:, None]).astype(float)
     assert bool(((more_likely * probs).sum(-1) < 0.5).all())  # the tokens before each pick weigh < top_p
+
+
+@pytest.mark.parametrize("scan", [False, True], ids=["tuple", "scan"])
+def test_dropout_needs_a_key_in_training_and_generation_runs_in_eval_mode(scan):
+    model = models.build_model(_small("gpt2", dropout=0.5, scan_layers=scan), key=jax.random.key(0))
+    ids = jnp.asarray(_ids(64, (2, 5)))
+    with pytest.raises(ValueError, match=r"Dropout at 'transformer.drop' \(rate=0.5\) is in training mode"):
+        model(ids)  # training mode (the default) with dropout: a key is needed
+    a, b = model(ids, key=jax.random.key(1)), model(ids, key=jax.random.key(2))
+    assert not np.allclose(a, b)  # the key reaches the dropout layers
+    evaluated = nn.eval_mode(model)
+    np.testing.assert_array_equal(evaluated(ids), evaluated(ids, key=jax.random.key(1)))  # no dropout
+    # generate is inference: the training-mode model decodes as its eval-mode copy, without a key
+    np.testing.assert_array_equal(models.generate(model, ids, 4), models.generate(evaluated, ids, 4))
 
 
 # ----------------------------------------------------------------------------------------

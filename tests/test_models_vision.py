@@ -15,23 +15,25 @@ from baobab.models import hf
 
 
 def _fit(model, x, y, steps=5, lr=1e-2):
-    """A few Adam steps on one batch, under jit, through nn.stateful_call; returns the losses."""
+    """A few Adam steps on one batch, under jit, through nn.stateful_call; returns the losses.
+
+    The model is in training mode: each step gets its own dropout key."""
     opt = optax.adam(lr)
 
-    def loss_fn(model):
-        logits, model = nn.stateful_call(model, x)
+    def loss_fn(model, key):
+        logits, model = nn.stateful_call(model, x, key=key)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), model
 
     @jax.jit
-    def step(model, opt_state):
-        (loss, model_with_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(model)
+    def step(model, opt_state, key):
+        (loss, model_with_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(model, key)
         grads = jax.tree.map(lambda g, t: g if t else jnp.zeros_like(g), grads, nn.trainable(model))
         updates, opt_state = opt.update(grads, opt_state, model)
         return optax.apply_updates(model_with_state, updates), opt_state, loss
 
     opt_state, losses = opt.init(model), []
-    for _ in range(steps):
-        model, opt_state, loss = step(model, opt_state)
+    for i in range(steps):
+        model, opt_state, loss = step(model, opt_state, jax.random.key(100 + i))
         losses.append(float(loss))
     return model, losses
 
@@ -42,14 +44,16 @@ def test_small_classifiers_shapes_and_training(kind):
     model = models.build_model(config, key=jax.random.key(0))
     x = jax.random.uniform(jax.random.key(1), (16, 28, 28, 1))
     y = jnp.arange(16) % 10
-    assert model(x).shape == jax.eval_shape(model, x).shape == (16, 10)
+    evaluated = nn.eval_mode(model)
+    assert evaluated(x).shape == jax.eval_shape(evaluated, x).shape == (16, 10)
     assert model(x, key=jax.random.key(2)).shape == (16, 10)  # with dropout
-    _, losses = _fit(model, x, y, steps=10)
-    assert losses[-1] < 0.9 * losses[0], losses
+    trained, losses = _fit(model, x, y, steps=30)  # training losses are noisy with dropout
+    eval_loss = lambda m: float(optax.softmax_cross_entropy_with_integer_labels(nn.eval_mode(m)(x), y).mean())
+    assert eval_loss(trained) < 0.9 * eval_loss(model), losses
     with pytest.raises(TypeError, match="floating-point"):
-        model(jnp.zeros((2, 28, 28, 1), jnp.uint8))
+        evaluated(jnp.zeros((2, 28, 28, 1), jnp.uint8))
     with pytest.raises(nn.ShapeError, match="784|28, 28, 1"):
-        model(jnp.zeros((2, 32, 32, 1)))
+        evaluated(jnp.zeros((2, 32, 32, 1)))
 
 
 def test_cnn_default_size():
@@ -103,7 +107,7 @@ def test_resnet_state_training_and_eval():
     infer = jax.jit(lambda m, x: m(x))
     other = x.at[1:].set(0.0)  # eval: outputs are per example, independent of the rest of the batch
     np.testing.assert_allclose(infer(evaluated, x)[0], infer(evaluated, other)[0], atol=1e-5)
-    table = nn.summary_table(evaluated)
+    table = nn.summary(evaluated)
     assert "layer2[0].downsample[0].weight" in table and "(state)" in table
 
 

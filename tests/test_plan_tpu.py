@@ -17,7 +17,7 @@ import pytest
 
 from baobab import cli, tpu
 from baobab.config import load_config
-from baobab.experiment import plan
+from baobab.planner import plan
 
 REPO = Path(__file__).resolve().parents[1]
 GPT_BYTES = REPO / "configs" / "gpt_bytes.py"

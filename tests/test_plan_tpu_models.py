@@ -14,7 +14,7 @@ import pytest
 
 from baobab import cli
 from baobab.config import load_config
-from baobab.experiment import plan
+from baobab.planner import plan
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

@@ -4,11 +4,11 @@ from baobab import nn
 
 NN_PUBLIC = [
     # core
-    "ArrayMeta", "DEFAULT_RULES", "Module", "Policy", "ShapeError", "Stacked", "check_dim", "check_ndim",
+    "ArrayMeta", "array_meta", "DEFAULT_RULES", "Module", "Policy", "ShapeError", "Stacked", "check_dim", "check_ndim",
     "count_parameters", "create_sharded", "eval_mode", "freeze", "is_array", "is_state", "iter_arrays",
     "iter_modules", "labels", "load_state_dict", "logical_axes", "logical_to_mesh", "map_arrays",
     "named_parameters", "param", "path_matches", "replace", "shardings", "state", "state_dict",
-    "stateful_call", "static", "subkey", "summary", "summary_table", "train_mode", "trainable", "unfreeze",
+    "stateful_call", "static", "subkey", "summary", "train_mode", "trainable", "unfreeze",
     "update_state", "with_policy",
     # layers
     "AdaptiveAvgPool", "AvgPool", "BatchNorm", "Conv", "ConvTranspose", "Dropout", "Embedding", "GatedMLP",

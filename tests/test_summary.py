@@ -9,8 +9,8 @@ from test_sharding import RULES
 
 def test_summary_lists_paths_shapes_counts_axes(key, capsys):
     model = ResNetBN(8, 16, 4, key=key)
-    nn.summary(model)
-    text = capsys.readouterr().out
+    text = nn.summary(model)
+    assert isinstance(text, str) and capsys.readouterr().out == ""  # returned, not printed
     lines = text.splitlines()
     assert lines[0] == "ResNetBN"
     assert lines[1].split() == ["path", "shape", "dtype", "params", "axes"]
@@ -23,6 +23,6 @@ def test_summary_lists_paths_shapes_counts_axes(key, capsys):
 
 
 def test_summary_shows_shardings(key, mesh8):
-    text = nn.summary_table(Tower(key=key), mesh=mesh8, rules=RULES)
+    text = nn.summary(Tower(key=key), mesh=mesh8, rules=RULES)
     row = next(l for l in text.splitlines() if l.startswith("blocks[0].attn.q.weight"))
     assert row.rstrip().endswith("P('fsdp', 'tensor')")

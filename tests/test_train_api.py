@@ -13,7 +13,7 @@ TRAIN_PUBLIC = [
     "leaf_paths", "learning_rate_of", "make_eval_step", "make_train_step", "only_trainable",
     "state_shardings", "weight_decay_mask",
     # checkpoints, metrics, the loop
-    "CheckpointWarning", "Checkpointer", "MetricWriter", "Restored", "TrainResult",
+    "CheckpointWarning", "Checkpointer", "MetricWriter", "Restored", "TrainResult", "finished_steps", "read_model",
     "TrainerSettings", "read_metrics", "train",
 ]
 

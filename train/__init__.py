@@ -42,6 +42,8 @@ from ._eval import make_eval_step as make_eval_step
 from ._checkpoint import Checkpointer as Checkpointer
 from ._checkpoint import CheckpointWarning as CheckpointWarning
 from ._checkpoint import Restored as Restored
+from ._checkpoint_read import finished_steps as finished_steps
+from ._checkpoint_read import read_model as read_model
 from ._metrics import MetricWriter as MetricWriter
 from ._metrics import read_metrics as read_metrics
 from ._loop import TrainerSettings as TrainerSettings

@@ -12,9 +12,19 @@ times fell 9-26 % (``benchmarks/RESULTS.md``). PyTorch's caching allocator solve
 the same problem on GPUs.
 
 The settings hold for the whole process, for threads that first allocate after
-they are made, which is why ``import baobab`` applies them before JAX runs anything.
-They are applied only where the computation runs on the CPU: Linux with glibc, no
-accelerator attached (or ``JAX_PLATFORMS=cpu``). The costs: the process keeps its
+they are made, so they must be made before JAX runs anything, and they are the
+process's to choose, not a library's: importing baobab changes nothing. They are
+made by
+
+* the ``baobab`` command, first thing in ``main()``;
+* ``baobab.host_memory.configure()``, called by a script before its first JAX
+  computation (the benchmarks do this);
+* or, for any process, the environment, before Python starts::
+
+      GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=18446744073709551615
+
+``configure()`` applies them only where the computation runs on the CPU: Linux with
+glibc, no accelerator attached (or ``JAX_PLATFORMS=cpu``). The costs: the process keeps its
 peak heap (it never shrinks, and early in a run it may grow by a few blocks), and
 threads share one malloc arena (small allocations still come from per-thread caches),
 which made XLA's compiles slower (a 24-layer scanned GPT: 2.35-3.6 s against
@@ -29,13 +39,17 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["keep_freed_host_memory", "is_applied", "has_accelerator", "runs_on_cpu"]
+from baobab.errors import ConfigError
+
+__all__ = ["configure", "is_applied", "has_accelerator", "runs_on_cpu", "GLIBC_TUNABLES"]
 
 # mallopt parameter numbers, from glibc's malloc.h.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _SIZE_MAX = -1  # mallopt takes an int; glibc reads the trim threshold as size_t, so -1 is SIZE_MAX
 
 OPT_OUT = "BAOBAB_HOST_MEMORY"
+#: The same settings as an environment variable, for a process that does not call ``configure``.
+GLIBC_TUNABLES = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=18446744073709551615"
 _applied = False
 
 
@@ -54,20 +68,22 @@ def runs_on_cpu() -> bool:
     return not has_accelerator()
 
 
-def keep_freed_host_memory() -> bool:
+def configure() -> bool:
     """Make glibc reuse freed memory (one arena, no mmap, no trimming); True if this call did.
 
     Applied only on Linux with glibc, when ``runs_on_cpu()``, and unless the
     environment sets ``BAOBAB_HOST_MEMORY=system`` (any value other than ``system`` or
     ``reuse`` is an error naming the variable). Calling it again does nothing new.
 
-    >>> from baobab import _host_memory
-    >>> isinstance(_host_memory.keep_freed_host_memory(), bool)
-    True
+    >>> import os, subprocess, sys
+    >>> script = "from baobab import host_memory; print(host_memory.configure(), host_memory.is_applied())"
+    >>> env = {**os.environ, "BAOBAB_HOST_MEMORY": "system"}
+    >>> subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True).stdout
+    'False False\n'
     """
     choice = os.environ.get(OPT_OUT, "reuse").strip().lower() or "reuse"
     if choice not in ("reuse", "system"):
-        raise ValueError(
+        raise ConfigError(
             f"{OPT_OUT}={os.environ[OPT_OUT]!r} is not a choice: set {OPT_OUT}=system to keep glibc's "
             f"malloc defaults, or reuse (the default) to keep freed memory for XLA:CPU's next step.")
     if choice == "system":
@@ -88,5 +104,5 @@ def keep_freed_host_memory() -> bool:
 
 
 def is_applied() -> bool:
-    """Whether ``keep_freed_host_memory`` has changed glibc's settings in this process."""
+    """Whether ``configure`` has changed glibc's settings in this process."""
     return _applied

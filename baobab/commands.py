@@ -1,0 +1,114 @@
+"""The commands that run an experiment: train, eval and generate, as Python functions.
+
+``baobab train CONFIG`` is ``run_train(load_config(CONFIG))``; ``baobab eval RUN``
+is ``run_eval(load_run(RUN))``; ``baobab generate RUN --prompt ...`` is
+``generate_text``. Each takes a resolved ``ExperimentConfig``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from baobab import data as bdata
+from baobab import models, nn
+from baobab import train as btrain
+from baobab.config import to_json
+from baobab.errors import ConfigError
+from baobab.experiment import (ExperimentConfig, build_optimizer, check_fits, make_mesh, model_constructor, rules,
+                               task_of)
+from baobab.init_from import pretrained_model
+from baobab.runs import has_checkpoint, restore_model, write_config
+
+__all__ = ["run_train", "run_eval", "generate_text"]
+
+log = logging.getLogger("baobab")
+
+
+def _settings(config: ExperimentConfig, **changes: Any) -> btrain.TrainerSettings:
+    t, c, lg = config.trainer, config.checkpoint, config.logging
+    values = dict(
+        workdir=t.workdir, steps=t.steps, seed=t.seed, mesh=btrain.MeshSpec(config.mesh.data, config.mesh.fsdp,
+                                                                            config.mesh.tensor),
+        rules=rules(config), microbatches=t.microbatches, precision=t.precision, ema_decay=t.ema_decay,
+        log_every=lg.log_every, eval_every=t.eval_every,
+        eval_at_start=t.eval_at_start, checkpoint_every=c.every, keep_checkpoints=c.keep,
+        keep_every=c.keep_every, async_checkpoints=c.async_save, on_nonfinite=t.on_nonfinite,
+        profile_steps=lg.profile_steps, progress=lg.progress)
+    values.update(changes)
+    return btrain.TrainerSettings(**values)
+
+
+def run_train(config: ExperimentConfig) -> btrain.TrainResult:
+    """Train (or resume) the run in ``config.trainer.workdir``; write its resolved config."""
+    btrain.initialize_distributed()  # before anything touches a device: multi-host launches need it first
+    mesh = make_mesh(config)
+    train_data, eval_data, info = bdata.build_data(config.data, mesh=mesh, rules=rules(config),
+                                                   seed=config.trainer.seed)
+    check_fits(config, info)
+    sched = config.schedule
+    if sched.kind != "constant" and sched.warmup_steps >= config.trainer.steps:
+        log.warning("schedule.warmup_steps = %d covers all trainer.steps = %d: the warmup is cut to %d steps and "
+                    "the %s decay never runs. Set schedule.warmup_steps well below the step count.",
+                    sched.warmup_steps, config.trainer.steps, config.trainer.steps - 1, sched.kind)
+    write_config(config)
+    task = task_of(config)
+    iterator = iter(train_data)
+    try:
+        start = model_constructor(config)
+        if config.finetune.init_from and not has_checkpoint(config.trainer.workdir):  # pretrained, then train
+            start = pretrained_model(config, jax.random.split(jax.random.key(config.trainer.seed))[0])
+        return btrain.train(start, task.loss, build_optimizer(config), iterator,
+                            _settings(config, tokens_key=task.tokens_key),
+                            eval_fn=task.eval if eval_data else None, eval_data=eval_data,
+                            config=json.loads(to_json(config)), mesh=mesh)
+    finally:
+        close = getattr(iterator, "close", None)
+        if close:
+            close()
+
+
+def run_eval(config: ExperimentConfig) -> dict[str, float]:
+    """Evaluate the newest checkpoint of a run over its exact eval split (read-only)."""
+    mesh = make_mesh(config)
+    _, eval_data, info = bdata.build_data(config.data, mesh=mesh, rules=rules(config), seed=config.trainer.seed)
+    check_fits(config, info)
+    if eval_data is None:
+        raise ConfigError(f"data.kind = {config.data.kind!r} has no eval split configured")
+    model, step = restore_model(config, mesh)
+    metrics = btrain.evaluate(btrain.make_eval_step(task_of(config).eval), model, eval_data(), mesh=mesh,
+                              rules=rules(config))
+    return {"step": step, **metrics}
+
+
+def generate_text(config: ExperimentConfig, prompt: str, steps: int, *, temperature: float = 0.0,
+                  top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> str:
+    """The prompt continued by ``steps`` tokens of a language-model run's newest model."""
+    if "language_model" not in getattr(type(config.model), "tasks", ()):
+        raise ConfigError(f"model.kind = {config.model.kind!r} is not a language model; generate needs a run "
+                          f"with task=language_model")
+    tokenizer = getattr(config.data, "tokenizer", "bytes")
+    if tokenizer == "bytes":
+        ids = list(prompt.encode("utf-8"))
+
+        def decode(tokens):
+            return bytes(int(t) for t in tokens if t < 256).decode("utf-8", errors="replace")
+    else:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(tokenizer)
+        ids = tok.encode(prompt).ids
+
+        def decode(tokens):
+            return tok.decode([int(t) for t in tokens])
+    if not ids:
+        raise ConfigError("--prompt is empty; give at least one character")
+    model, _ = restore_model(config)
+    out = models.generate(nn.eval_mode(model), jnp.asarray([ids], jnp.int32), steps, temperature=temperature,
+                          top_k=top_k, top_p=top_p, key=jax.random.key(seed))
+    return prompt + decode(np.asarray(out[0, len(ids):]))
