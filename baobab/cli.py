@@ -66,7 +66,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
             meta = data.prepare_text(args.inputs, args.out, unit=args.unit, tokenizer=args.tokenizer, **common)
         else:
             meta = data.prepare_arrays(args.inputs[0], args.out, **common)
-    except (UserError, FileNotFoundError) as err:  # a missing input file is the user's to fix
+    except UserError as err:  # a missing input file, bad data: the user's to fix
         print(f"baobab data prepare: error: {err}", file=sys.stderr)
         return 2
     counts = {name: split["num_examples"] for name, split in meta["splits"].items()}

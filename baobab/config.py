@@ -161,6 +161,8 @@ def _error_from_validation(err: pydantic.ValidationError) -> ConfigError:
             lines.append(f"{loc}: unknown kind {ctx.get('tag')!r}; valid kinds: {ctx.get('expected_tags')}")
         elif e["type"] == "extra_forbidden":
             lines.append(f"{loc}: no such key")
+        elif e["type"] == "value_error":  # a validator's own message, which names the value
+            lines.append(f"{loc}: {ctx.get('error') or e['msg']}")
         else:
             lines.append(f"{loc}: {e['msg'][0].lower() + e['msg'][1:]}{got_text}")
     return ConfigError("; ".join(lines))
@@ -181,6 +183,8 @@ def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. optimizer.lr=3e-4")
         parsed.append((key.strip(), parse_value(raw)))
     kinds = [(k, v) for k, v in parsed if k == "kind" or k.endswith(".kind")]
+    early: set[str] = set()  # overrides already placed in a section whose kind changed
+    switched: list[tuple[str, dict]] = []
     for key, value in kinds:
         section = key.rsplit(".", 1)[0] if "." in key else ""
         node = tree
@@ -193,13 +197,29 @@ def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
         if node["kind"] != value:  # a new kind starts from its own defaults
             node.clear()
             node["kind"] = value
+            switched.append((section, node))
     if kinds:  # fill in the new kinds' defaults, so their keys can be overridden next
         try:
             tree = type(config).model_validate(tree).model_dump(mode="python")
-        except pydantic.ValidationError as err:
-            raise _error_from_validation(err) from None
+        except pydantic.ValidationError:
+            # A new kind with required keys (data.kind=prepared needs data.path): take them
+            # from the same overrides, then validate again.
+            for section, node in switched:
+                prefix = f"{section}." if section else ""
+                for k, v in parsed:
+                    if k.startswith(prefix) and (k, v) not in kinds:
+                        *parents, leaf = k[len(prefix):].split(".")
+                        target = node
+                        for part in parents:
+                            target = target.setdefault(part, {})
+                        target[leaf] = v
+                        early.add(k)
+            try:
+                tree = type(config).model_validate(tree).model_dump(mode="python")
+            except pydantic.ValidationError as err:
+                raise _error_from_validation(err) from None
     for key, value in parsed:
-        if (key, value) not in kinds:
+        if (key, value) not in kinds and key not in early:
             _set(tree, key, value)
     try:
         return type(config).model_validate(tree)

@@ -17,7 +17,8 @@ Each subclass also derives from the builtin exception it refines (``ValueError``
 
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "DataError", "CheckpointError", "ShapeMismatchError", "MissingFileError"]
+__all__ = ["UserError", "ConfigError", "DataError", "CheckpointError", "ShapeMismatchError", "MissingFileError",
+           "UnknownKeyError"]
 
 
 class UserError(Exception):
@@ -42,3 +43,10 @@ class ShapeMismatchError(UserError, ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named does not exist."""
+
+
+class UnknownKeyError(UserError, KeyError):
+    """A name the user gave (a split, a metric, a parameter path) is not there."""
+
+    def __str__(self) -> str:  # KeyError would print the message's repr, quotes and all
+        return str(self.args[0]) if self.args else ""

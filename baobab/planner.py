@@ -313,12 +313,10 @@ def _find_fix(config: ExperimentConfig, report: dict[str, Any]) -> tuple[list[di
 
 def _data_info(config: ExperimentConfig, mesh, rules) -> tuple[None, None, bdata.DataInfo]:
     """The DataInfo of the data section without reading data where the kind allows it."""
-    d = config.data
-    if d.kind == "mnist":
-        return None, None, bdata.DataInfo("classification", num_classes=10, image_shape=(28, 28, 1))
-    if d.kind == "text" and d.tokenizer == "bytes":
-        return None, None, bdata.DataInfo("language_model", vocab_size=256, seq_len=d.seq_len)
-    return bdata.build_data(d, mesh=mesh, rules=rules, seed=config.trainer.seed)
+    info = bdata.data_info(config.data)
+    if info is not None:
+        return None, None, info
+    return bdata.build_data(config.data, mesh=mesh, rules=rules, seed=config.trainer.seed)
 
 
 def _abstract_batch(task, config: ExperimentConfig, info: bdata.DataInfo, mesh,

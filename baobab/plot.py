@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from baobab.errors import MissingFileError, UnknownKeyError
+
 __all__ = ["plot_runs"]
 
 
@@ -21,7 +23,7 @@ def plot_runs(runs: Sequence[str | Path], out: str | Path, *, keys: Sequence[str
     series: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
     for run in runs:
         if not (Path(run) / "metrics.jsonl").is_file():
-            raise FileNotFoundError(f"{run}: no metrics.jsonl; pass run directories written by `baobab train`")
+            raise MissingFileError(f"{run}: no metrics.jsonl; pass run directories written by `baobab train`")
         for record in read_metrics(run):
             for name, value in record.items():
                 if name == "step" or not isinstance(value, (int, float)):
@@ -32,7 +34,7 @@ def plot_runs(runs: Sequence[str | Path], out: str | Path, *, keys: Sequence[str
     names = list(keys) if keys else sorted(n for n in series if "loss" in n or "accuracy" in n)
     missing = [n for n in names if n not in series]
     if missing or not names:
-        raise KeyError(f"metrics {missing or names} not found; the runs have {sorted(series)}")
+        raise UnknownKeyError(f"metrics {missing or names} not found; the runs have {sorted(series)}")
     fig, axes = plt.subplots(len(names), 1, figsize=(7, 2.6 * len(names)), squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
         for run, (steps, values) in series[name].items():

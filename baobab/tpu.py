@@ -33,13 +33,15 @@ import sys
 import tempfile
 from typing import Any, Iterator
 
+from baobab.errors import ConfigError
+
 __all__ = ["Chip", "CHIPS", "Topology", "parse_topology", "topology", "libtpu_available", "quiet_libtpu",
            "matmul_flops", "compiler_out_of_memory", "TopologyError"]
 
 GiB = 2**30
 
 
-class TopologyError(ValueError):
+class TopologyError(ConfigError):
     """A TPU topology name, or the libtpu needed to compile for it, is wrong or missing."""
 
 

@@ -8,16 +8,19 @@ medians measured in the same process run. Steps are timed individually and end o
 blocking call (``block_until_ready``, or PyTorch's synchronous execution).
 
 Nothing here imports an anchor framework: each benchmark imports the ones it runs,
-so a missing optional package only drops that row. ``baobab`` is imported first, before
-numpy starts its threads: on a CPU-only Linux machine that sets glibc to reuse freed
-memory (``baobab/_host_memory.py``) for the whole process, so every framework in the
-run, anchors included, runs under the same allocator settings. ``BAOBAB_HOST_MEMORY=system``
+so a missing optional package only drops that row. The harness first calls
+``baobab.host_memory.configure()``, before numpy starts its threads: on a CPU-only Linux
+machine that sets glibc to reuse freed memory for the whole process, as the ``baobab``
+command does, so every framework in the run, anchors included, runs under the same
+allocator settings. (Importing baobab alone changes nothing.) ``BAOBAB_HOST_MEMORY=system``
 leaves glibc's defaults; the JSON records which was used.
 """
 
 from __future__ import annotations
 
-from baobab import _host_memory  # first: importing baobab sets the host memory (module docstring)
+from baobab import host_memory
+
+host_memory.configure()  # first, before numpy's and JAX's threads allocate (module docstring)
 
 import argparse
 import dataclasses
@@ -179,7 +182,7 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(mem, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "host_memory": "reuse freed memory (baobab)" if _host_memory.is_applied() else "glibc defaults",
+        "host_memory": "reuse freed memory (baobab)" if host_memory.is_applied() else "glibc defaults",
         "versions": versions(),
     }
 

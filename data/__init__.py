@@ -79,3 +79,4 @@ from ._config import PreparedData as PreparedData
 from ._config import TextClassificationData as TextClassificationData
 from ._config import TextData as TextData
 from ._config import build_data as build_data
+from ._config import data_info as data_info

@@ -27,6 +27,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from array_record.python import array_record_module
 
+from baobab.errors import MissingFileError
+
 from ._errors import CorruptRecordError, DataError
 from ._records import Example, decode_example, encode_example
 from ._metadata import check_features
@@ -68,7 +70,7 @@ def _as_paths(paths: str | Path | Sequence[str | Path]) -> list[Path]:
         if not path.is_file():
             near = sorted(p.name for p in path.parent.glob("*.array_record"))[:5] if path.parent.is_dir() else []
             hint = f" Files there: {near}." if near else ""
-            raise FileNotFoundError(f"ArrayRecord file {str(path)!r} does not exist.{hint} Check the path, "
+            raise MissingFileError(f"ArrayRecord file {str(path)!r} does not exist.{hint} Check the path, "
                                     f"or create it with `baobab data prepare`.")
         out.append(path)
     return out

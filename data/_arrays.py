@@ -16,6 +16,8 @@ from typing import Any, Mapping
 import grain
 import numpy as np
 
+from baobab.errors import MissingFileError
+
 from ._errors import DataError
 from ._records import Example
 
@@ -66,7 +68,7 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Load a ``.npz`` file safely (``allow_pickle=False``) into a dict of arrays."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"numpy file {str(path)!r} does not exist.")
+        raise MissingFileError(f"numpy file {str(path)!r} does not exist.")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}

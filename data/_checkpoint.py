@@ -27,6 +27,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from baobab.errors import MissingFileError
+
 from ._errors import DataError
 
 __all__ = ["CheckpointHandler", "CheckpointSave", "CheckpointRestore"]
@@ -44,7 +46,7 @@ class CheckpointHandler(grain.checkpoint.CheckpointHandler):
             return super().restore(directory, item=item)
         saved = sorted(p for p in directory.iterdir() if _STATE_FILE.fullmatch(p.name))
         if not saved:
-            raise FileNotFoundError(f"{directory} holds no data-iterator state (process_*-of-*.json).")
+            raise MissingFileError(f"{directory} holds no data-iterator state (process_*-of-*.json).")
         saved_count = int(_STATE_FILE.fullmatch(saved[0].name).group(2))
         if not hasattr(item, "reposition"):
             raise DataError(f"the data iterator was saved by {saved_count} process(es) and is restored by "

@@ -36,7 +36,7 @@ from ._text_classes import DOCSTRING_PACKAGES, EncodeText, count_truncated, json
 from ._tokenize import ByteTokenize, Tokenize
 
 __all__ = ["MnistData", "ImageFolderData", "TextData", "TextClassificationData", "PreparedData", "DataConfig",
-           "DATASETS", "DatasetEntry", "DataInfo", "build_data"]
+           "DATASETS", "DatasetEntry", "DataInfo", "build_data", "data_info"]
 
 log = logging.getLogger("baobab")
 
@@ -243,18 +243,32 @@ def _prepared(cfg: PreparedData, mesh: Mesh, rules: Mapping[str, Any], seed: int
 
 
 class DatasetEntry(NamedTuple):
-    """One row of ``DATASETS``: the config class and ``build(config, mesh, rules, seed) -> Built``."""
+    """One row of ``DATASETS``.
+
+    ``config``: the config class; ``build(config, mesh, rules, seed) -> Built``;
+    ``info(config) -> DataInfo | None``: the ``DataInfo`` without reading any data,
+    where the config alone tells it (``baobab plan`` uses it; None: build the data).
+    """
 
     config: type[Config]
     build: Callable[..., Built]
+    info: Optional[Callable[[Any], Optional[DataInfo]]] = None
+
+
+def _mnist_info(cfg: MnistData) -> DataInfo:
+    return DataInfo("classification", num_classes=10, image_shape=(28, 28, 1))
+
+
+def _text_info(cfg: TextData) -> DataInfo | None:
+    return DataInfo("language_model", vocab_size=256, seq_len=cfg.seq_len) if cfg.tokenizer == "bytes" else None
 
 
 #: The one table from ``data.kind`` to its config class and builder. Adding a kind is
 #: its config class and builder (a file of their own) plus one entry here.
 DATASETS: dict[str, DatasetEntry] = {
-    "mnist": DatasetEntry(MnistData, _mnist),
+    "mnist": DatasetEntry(MnistData, _mnist, _mnist_info),
     "image_folder": DatasetEntry(ImageFolderData, _image_folder),
-    "text": DatasetEntry(TextData, _text),
+    "text": DatasetEntry(TextData, _text, _text_info),
     "text_classification": DatasetEntry(TextClassificationData, _text_classification),
     "prepared": DatasetEntry(PreparedData, _prepared),
 }
@@ -269,3 +283,9 @@ def build_data(config: Config, *, mesh: Mesh, rules: Mapping[str, Any], seed: in
     if kind not in DATASETS:
         raise ConfigError(f"data.kind = {kind!r}: unknown; valid kinds: {sorted(DATASETS)}")
     return DATASETS[kind].build(config, mesh, rules, seed)
+
+
+def data_info(config: Config) -> DataInfo | None:
+    """The ``DataInfo`` of a data section from the config alone, or None if only the data tells."""
+    entry = DATASETS.get(getattr(config, "kind", None))
+    return entry.info(config) if entry is not None and entry.info is not None else None

@@ -13,6 +13,8 @@ from pathlib import Path
 import grain
 import numpy as np
 
+from baobab.errors import MissingFileError
+
 from ._errors import DataError
 from ._image import decode_image
 from ._records import Example
@@ -32,7 +34,7 @@ class ImageFolderSource:
     def __init__(self, root: str | Path, *, decode: bool = True, mode: str | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder {str(root)!r} does not exist (or is not a folder). "
+            raise MissingFileError(f"image folder {str(root)!r} does not exist (or is not a folder). "
                                     f"Expected root/<class_name>/*.png|jpg.")
         self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not self.classes:
@@ -59,7 +61,7 @@ class ImageFolderSource:
         try:
             encoded = path.read_bytes()
         except OSError as err:
-            raise FileNotFoundError(f"{path} (example {index}) cannot be read: {err}.") from err
+            raise MissingFileError(f"{path} (example {index}) cannot be read: {err}.") from err
         image = decode_image(encoded, mode=self.mode, where=str(path)) if self.decode else encoded
         return {"image": image, "label": self.labels[index]}
 

@@ -29,6 +29,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from baobab.errors import MissingFileError
+
 from ._errors import DataError
 
 __all__ = ["FORMAT", "METADATA_FILE", "read_metadata", "write_metadata", "feature_spec",
@@ -87,10 +89,10 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     """Load and check ``directory/metadata.json``."""
     path = Path(directory) / METADATA_FILE
     if not Path(directory).is_dir():
-        raise FileNotFoundError(f"dataset folder {str(directory)!r} does not exist. Create it with "
+        raise MissingFileError(f"dataset folder {str(directory)!r} does not exist. Create it with "
                                 f"`baobab data prepare ... --out {directory}`.")
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {directory!r} is not a prepared dataset. Create it "
+        raise MissingFileError(f"{path} is missing: {directory!r} is not a prepared dataset. Create it "
                                 f"with `baobab data prepare ... --out {directory}`.")
     try:
         meta = json.loads(path.read_text())

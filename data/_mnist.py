@@ -17,6 +17,8 @@ from pathlib import Path
 
 import grain
 
+from baobab.errors import UnknownKeyError
+
 from ._prepared import load_prepared
 
 __all__ = ["MNIST_DIR", "mnist"]
@@ -28,5 +30,5 @@ MNIST_DIR = Path(__file__).resolve().parent / "embedded" / "mnist"
 def mnist(split: str = "train") -> grain.MapDataset:
     """Embedded MNIST: ``{"image": (28, 28, 1) uint8, "label": () int32}``; split "train" or "test"."""
     if split not in ("train", "test"):
-        raise KeyError(f"the embedded MNIST has splits 'train' (4,000) and 'test' (1,000), not {split!r}.")
+        raise UnknownKeyError(f"the embedded MNIST has splits 'train' (4,000) and 'test' (1,000), not {split!r}.")
     return load_prepared(MNIST_DIR, split)

@@ -26,6 +26,8 @@ from typing import Sequence
 
 import grain
 
+from baobab.errors import ConfigError
+
 from ._errors import DataError
 from ._records import Example
 
@@ -75,9 +77,9 @@ class Pack:
 
     def __post_init__(self) -> None:
         if self.method not in _METHODS:
-            raise ValueError(f"Pack: method must be one of {_METHODS}, got {self.method!r}.")
+            raise ConfigError(f"Pack: method must be one of {_METHODS}, got {self.method!r}.")
         if self.length < 1:
-            raise ValueError(f"Pack: length must be positive, got {self.length}.")
+            raise ConfigError(f"Pack: length must be positive, got {self.length}.")
         object.__setattr__(self, "keys", tuple(self.keys))
 
     def __call__(self, ds: grain.IterDataset) -> grain.IterDataset:

@@ -22,6 +22,8 @@ from typing import Any, Iterable, Mapping
 import grain
 from array_record.python import array_record_module
 
+from baobab.errors import ConfigError, UnknownKeyError
+
 from ._array_record import WRITER_OPTIONS, ArrayRecordSource
 from ._errors import DataError
 from ._records import encode_example
@@ -44,7 +46,7 @@ def load_prepared(directory: str | Path, split: str = "train", *, skip_corrupt: 
     meta = read_metadata(directory)
     splits = meta.get("splits", {})
     if split not in splits:
-        raise KeyError(f"{directory}: no split {split!r}; {METADATA_FILE} lists {sorted(splits)}.")
+        raise UnknownKeyError(f"{directory}: no split {split!r}; {METADATA_FILE} lists {sorted(splits)}.")
     info = splits[split]
     source = ArrayRecordSource([Path(directory) / s for s in info["shards"]], features=meta["features"],
                                skip_corrupt=skip_corrupt)
@@ -73,7 +75,7 @@ def write_split(directory: str | Path, split: str, examples: Iterable[Mapping[st
     if num_examples is None and hasattr(examples, "__len__"):
         num_examples = len(examples)
     if num_shards < 1 or (num_shards > 1 and num_examples is None):
-        raise ValueError(f"num_shards={num_shards}: give a positive count, and num_examples when sharding "
+        raise ConfigError(f"num_shards={num_shards}: give a positive count, and num_examples when sharding "
                          f"a stream without len().")
     names = [shard_name(split, i, num_shards) for i in range(num_shards)]
     for old in set(meta["splits"].get(split, {}).get("shards", [])) - set(names):

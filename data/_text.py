@@ -25,6 +25,8 @@ from typing import Sequence
 
 import grain
 
+from baobab.errors import ConfigError, MissingFileError
+
 from ._errors import DataError
 from ._records import Example
 
@@ -37,7 +39,7 @@ def _read_text(path: Path, errors: str) -> str:
     try:
         raw = path.read_bytes()
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"text file {str(path)!r} does not exist.") from err
+        raise MissingFileError(f"text file {str(path)!r} does not exist.") from err
     try:
         return raw.decode("utf-8", errors=errors)
     except UnicodeDecodeError as err:
@@ -50,14 +52,14 @@ class TextSource:
 
     def __init__(self, paths: str | Path | Sequence[str | Path], *, unit: str = "file", errors: str = "strict"):
         if unit not in _UNITS:
-            raise ValueError(f"unit must be one of {_UNITS}, got {unit!r}.")
+            raise ConfigError(f"unit must be one of {_UNITS}, got {unit!r}.")
         items = [paths] if isinstance(paths, (str, Path)) else list(paths)
         self.paths = [Path(p) for p in items]
         if not self.paths:
             raise DataError("text_corpus got no files: the corpus is empty. Pass one or more paths.")
         for path in self.paths:
             if not path.is_file():
-                raise FileNotFoundError(f"text file {str(path)!r} does not exist (or is a folder). "
+                raise MissingFileError(f"text file {str(path)!r} does not exist (or is a folder). "
                                         f"Pass files, e.g. sorted(Path(folder).glob('*.txt')).")
         self.unit, self.errors = unit, errors
         self._documents: list[str] | None = None
@@ -92,5 +94,5 @@ def stdlib_text_files(limit: int | None = None) -> list[Path]:
     skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
     files = sorted(p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts))
     if not files:
-        raise FileNotFoundError(f"no standard-library sources under {root}; this Python ships without them.")
+        raise MissingFileError(f"no standard-library sources under {root}; this Python ships without them.")
     return files[:limit]

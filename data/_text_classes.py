@@ -37,6 +37,8 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from baobab.errors import ConfigError, MissingFileError
+
 from ._errors import DataError
 from ._records import Example
 from ._tokenize import _load_tokenizer, _text, tokenizer_key
@@ -105,7 +107,7 @@ def jsonl_texts(path: str | Path, classes: Sequence[str] | None = None) -> tuple
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"text classification file {str(path)!r} does not exist; pass a .jsonl file with "
+        raise MissingFileError(f"text classification file {str(path)!r} does not exist; pass a .jsonl file with "
                                 f"one {{\"text\": ..., \"label\": ...}} object per line.")
     rows: list[tuple[str, Any]] = []
     with path.open(encoding="utf-8") as f:
@@ -174,7 +176,7 @@ class EncodeText(grain.transforms.Map):
 
     def __post_init__(self) -> None:
         if self.length < 2:
-            raise ValueError(f"EncodeText: length must be >= 2 (room for the special tokens), got {self.length}.")
+            raise ConfigError(f"EncodeText: length must be >= 2 (room for the special tokens), got {self.length}.")
         object.__setattr__(self, "_cache_key", tokenizer_key(self.path))
         self.tokenizer  # load now: a bad file fails here, not inside a pipeline
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import grain
 
+from baobab.errors import MissingFileError
+
 from ._errors import DataError
 
 __all__ = ["from_tfds"]
@@ -33,12 +35,12 @@ def from_tfds(name: str, *, split: str = "train", data_dir: str | Path | None = 
         if (path / "dataset_info.json").is_file():
             source = tfds.builder_from_directory(str(path)).as_data_source(split=split)
         elif path.is_absolute() or path.exists():
-            raise FileNotFoundError(f"{path} is not a prepared TFDS dataset folder (no dataset_info.json). "
+            raise MissingFileError(f"{path} is not a prepared TFDS dataset folder (no dataset_info.json). "
                                     f"Pass the version folder, e.g. {path}/1.0.0, or a dataset name.")
         else:
             source = tfds.data_source(name, split=split, data_dir=None if data_dir is None else str(data_dir))
     except tfds.core.registered.DatasetNotFoundError as err:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"TFDS dataset {name!r} was not found under data_dir={str(data_dir)!r}. Prepare it first with "
             f"builder.download_and_prepare() using file_format='array_record', or pass its folder."
         ) from err

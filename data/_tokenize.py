@@ -20,6 +20,8 @@ from typing import Any
 import grain
 import numpy as np
 
+from baobab.errors import MissingFileError
+
 from ._errors import DataError
 from ._records import Example
 
@@ -74,7 +76,7 @@ def tokenizer_key(path: str | Path) -> tuple[str, int]:
     """``(resolved path, mtime)`` of a ``tokenizer.json``: the cache key of its loaded tokenizer."""
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"tokenizer file {str(path)!r} does not exist. Pass the path of a tokenizer.json "
+        raise MissingFileError(f"tokenizer file {str(path)!r} does not exist. Pass the path of a tokenizer.json "
                                 f"(a Hugging Face model folder has one; tokenizers.Tokenizer.save writes one).")
     return str(file.resolve()), file.stat().st_mtime_ns
 

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from baobab import nn
+from baobab.errors import ConfigError
 
 __all__ = ["generate", "sample_logits"]
 
@@ -69,21 +70,21 @@ def generate(model, prompt_ids: jax.Array, steps: int, *, temperature: float = 0
     """
     prompt_ids = jnp.asarray(prompt_ids)
     if prompt_ids.ndim != 2 or not jnp.issubdtype(prompt_ids.dtype, jnp.integer):
-        raise ValueError(
+        raise ConfigError(
             f"generate: prompt_ids must be integer (B, T0), got {prompt_ids.dtype}{list(prompt_ids.shape)}.")
     if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"generate: steps must be a positive int, got {steps!r}.")
+        raise ConfigError(f"generate: steps must be a positive int, got {steps!r}.")
     if temperature < 0:
-        raise ValueError(f"generate: temperature must be >= 0 (0 is greedy), got {temperature}.")
+        raise ConfigError(f"generate: temperature must be >= 0 (0 is greedy), got {temperature}.")
     if temperature > 0 and key is None:
-        raise ValueError("generate: sampling (temperature > 0) needs key=jax.random.key(...).")
+        raise ConfigError("generate: sampling (temperature > 0) needs key=jax.random.key(...).")
     if top_k is not None and not 1 <= top_k <= model.config.vocab_size:
-        raise ValueError(f"generate: top_k must be in [1, vocab_size={model.config.vocab_size}], got {top_k}.")
+        raise ConfigError(f"generate: top_k must be in [1, vocab_size={model.config.vocab_size}], got {top_k}.")
     if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"generate: top_p must be in (0, 1], got {top_p}.")
+        raise ConfigError(f"generate: top_p must be in (0, 1], got {top_p}.")
     total = prompt_ids.shape[1] + steps
     if total > model.config.max_len:
-        raise ValueError(
+        raise ConfigError(
             f"generate: the prompt ({prompt_ids.shape[1]} tokens) plus {steps} steps is {total} positions, "
             f"more than the model's max_len={model.config.max_len}."
         )

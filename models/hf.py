@@ -49,6 +49,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from baobab import nn
+from baobab.errors import CheckpointError, ConfigError, ShapeMismatchError
 
 from .bert import BertConfig
 from .gpt2 import GPT2Config
@@ -212,7 +213,7 @@ def load_hf(model: nn.Module, tensors: Mapping[str, Any], table: NameTable, *,
     if missing:
         problems.insert(0, f"missing ({len(missing)}), nothing provides: {missing}")
     if problems:
-        raise ValueError(f"load_hf into {type(model).__name__}: " + "; ".join(problems))
+        raise ShapeMismatchError(f"load_hf into {type(model).__name__}: " + "; ".join(problems))
 
     rows: dict[str, list[tuple[int, str]]] = {}  # stored stacked path -> [(row, per-layer path)]
     for path, (stored, row) in view.items():
@@ -243,7 +244,7 @@ def hf_state_dict(model: nn.Module, table: NameTable) -> dict[str, np.ndarray]:
         x = np.asarray(own[stored]) if row is None else np.asarray(own[stored][row])
         out[hit[0]] = np.ascontiguousarray(to_torch_layout(x, hit[1]))
     if unmapped:
-        raise ValueError(f"hf_state_dict: no rule names these arrays of {type(model).__name__}: {unmapped}")
+        raise CheckpointError(f"hf_state_dict: no rule names these arrays of {type(model).__name__}: {unmapped}")
     return out
 
 
@@ -355,7 +356,7 @@ def names_for(config: Any) -> NameTable:
     """The name table for a model config (by its ``kind``)."""
     fn = NAME_TABLES.get(getattr(config, "kind", None))
     if fn is None:
-        raise ValueError(f"no upstream name table for kind {getattr(config, 'kind', None)!r}; "
+        raise ConfigError(f"no upstream name table for kind {getattr(config, 'kind', None)!r}; "
                          f"tables exist for {sorted(NAME_TABLES)}.")
     return fn(config)
 

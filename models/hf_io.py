@@ -39,6 +39,7 @@ import jax
 import numpy as np
 
 from baobab import nn
+from baobab.errors import CheckpointError, ConfigError, MissingFileError, ShapeMismatchError
 
 from . import hf
 from .bert import BertConfig
@@ -85,7 +86,7 @@ class HFSource:
 
 
 def _refuse_pickle(path: Path) -> None:
-    raise ValueError(f"{path}: a PyTorch pickle file. " + CONVERT_HINT.format(path=path))
+    raise CheckpointError(f"{path}: a PyTorch pickle file. " + CONVERT_HINT.format(path=path))
 
 
 def open_source(src: str | Path) -> HFSource:
@@ -94,13 +95,13 @@ def open_source(src: str | Path) -> HFSource:
 
     path = Path(src)
     if not path.exists():
-        raise FileNotFoundError(f"{str(src)!r} does not exist; pass a Hugging Face model folder "
+        raise MissingFileError(f"{str(src)!r} does not exist; pass a Hugging Face model folder "
                                 f"(config.json + model.safetensors) or a .safetensors file.")
     if path.is_file():
         if path.suffix in PICKLE_SUFFIXES:
             _refuse_pickle(path)
         if path.suffix != ".safetensors":
-            raise ValueError(f"{path}: expected a .safetensors file or a model folder.")
+            raise CheckpointError(f"{path}: expected a .safetensors file or a model folder.")
         weight_files, hf_config = [path], None
     else:
         config_path = path / CONFIG
@@ -114,11 +115,11 @@ def open_source(src: str | Path) -> HFSource:
             pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
             if pickles:
                 _refuse_pickle(pickles[0])
-            raise ValueError(f"{path}: no *.safetensors weights (nor {INDEX}) in this folder; found "
+            raise CheckpointError(f"{path}: no *.safetensors weights (nor {INDEX}) in this folder; found "
                              f"{sorted(p.name for p in path.iterdir())[:10]}.")
         missing = [p.name for p in weight_files if not p.is_file()]
         if missing:
-            raise FileNotFoundError(f"{path / INDEX} lists shards that are missing: {missing}")
+            raise MissingFileError(f"{path / INDEX} lists shards that are missing: {missing}")
     files, shapes = {}, {}
     for file in weight_files:
         with safe_open(file, framework="numpy") as f:
@@ -132,7 +133,7 @@ def _resnet_config(source: HFSource, overrides: Mapping[str, Any]) -> ResNetConf
     """A torchvision ResNet's config, read off its ``state_dict`` names and shapes."""
     names, shapes = source.files, source.shapes
     if "conv1.weight" not in names or "fc.weight" not in names:
-        raise ValueError(f"{source.path}: no config.json, and not a torchvision ResNet state_dict "
+        raise CheckpointError(f"{source.path}: no config.json, and not a torchvision ResNet state_dict "
                          f"(no conv1.weight / fc.weight); tensors look like {sorted(names)[:5]}.")
     blocks = tuple(len({m.group(1) for n in names if (m := re.match(rf"layer{s}\.(\d+)\.", n))})
                    for s in (1, 2, 3, 4))
@@ -219,7 +220,7 @@ def _plan(abstract: nn.Module, source: HFSource, table: hf.NameTable, fresh: Ite
     if wrong:
         problems.append(f"shape mismatches ({len(wrong)}): {wrong}")
     if problems:
-        raise ValueError(f"{source.path} does not fit {type(abstract).__name__}({abstract.config.kind}):\n  "
+        raise ShapeMismatchError(f"{source.path} does not fit {type(abstract).__name__}({abstract.config.kind}):\n  "
                          + "\n  ".join(problems))
     plan: dict[str, list] = {}
     for ours, (stored, row) in view.items():
@@ -261,7 +262,7 @@ def load_into(model: nn.Module, source: HFSource | str | Path, *, table: hf.Name
     table = table or hf.names_for(model.config)
     plan, new = _plan(model, source, table, fresh)
     if new and any(isinstance(x, jax.ShapeDtypeStruct) for x in nn.state_dict(model).values()):
-        raise ValueError(f"arrays {new} have no tensor in {source.path}: pass a concrete model to keep "
+        raise CheckpointError(f"arrays {new} have no tensor in {source.path}: pass a concrete model to keep "
                          f"their fresh initial values.")
     shardings = None if mesh is None else nn.shardings(model, mesh, dict(rules or nn.DEFAULT_RULES))
     flat_shardings = {} if shardings is None else dict(zip(
@@ -361,7 +362,7 @@ def config_to_hf(config: Any) -> dict | None:
         return {**out, **(_labels(config.num_classes) if config.num_classes else {})}
     if isinstance(config, ResNetConfig):
         return None
-    raise ValueError(f"no Hugging Face export for kind {getattr(config, 'kind', None)!r}; "
+    raise ConfigError(f"no Hugging Face export for kind {getattr(config, 'kind', None)!r}; "
                      f"exports exist for ['bert', 'gpt2', 'llama', 'resnet', 'vit'].")
 
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from baobab.errors import ShapeMismatchError
+
 from ._context import where
 
 __all__ = ["check_dim", "check_ndim", "ShapeError"]
 
 
-class ShapeError(ValueError):
-    """A module received an input of the wrong shape."""
+class ShapeError(ShapeMismatchError):
+    """A module received an input of the wrong shape (a ``baobab.errors.ShapeMismatchError``)."""
 
 
 def check_ndim(x: Any, allowed: int | tuple[int, ...], what: str = "input") -> None:

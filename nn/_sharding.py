@@ -21,6 +21,8 @@ from typing import Any, Callable, Mapping, TypeVar
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from baobab.errors import ShapeMismatchError
+
 from ._module import Module
 from ._tree import map_arrays
 
@@ -88,7 +90,7 @@ def logical_to_mesh(axes: tuple[str | None, ...], rules: Rules, mesh: Mesh | Non
             if shape is not None:
                 size = math.prod(mesh.shape[a] for a in mesh_axes)
                 if shape[dim] % size:
-                    raise ValueError(
+                    raise ShapeMismatchError(
                         f"{where}: dimension {dim} ({name!r}) has size {shape[dim]}, which does "
                         f"not divide by mesh axes {mesh_axes} of total size {size}. Change the "
                         f"rule for {name!r} or the mesh."

@@ -13,9 +13,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
-from torchvision_reference import declare_missing_ops  # noqa: E402
-
-declare_missing_ops()  # before transformers first imports torchvision (see that module)
 
 AUTO = jax.sharding.AxisType.Auto
 

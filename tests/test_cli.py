@@ -36,6 +36,15 @@ def last_json(stdout: str) -> dict:
     (["train", "model.kind=rnn"], "model: unknown kind 'rnn'; valid kinds: 'mlp', 'cnn'"),
     (["train", "model.num_classes=7"], "model.num_classes = 7 but the data has 10 classes"),
     (["eval", "nowhere"], "'nowhere' is not a baobab run directory"),
+    (["train", "task=regression"], "task: unknown task 'regression'; valid tasks: classification,"),
+    (["train", "optimizer.kind=adamz"], "optimizer.kind: unknown optimizer 'adamz'; did you mean 'adam'?"),
+    (["train", "task=language_model"], "data.kind = 'mnist' feeds classification, not task=language_model"),
+    (["train", "data.kind=prepared", "data.path=nowhere"], "dataset folder 'nowhere' does not exist"),
+    (["train", "mesh.data=3"], "mesh.data"),
+    (["plot", "nowhere"], "nowhere: no metrics.jsonl"),
+    (["plan", "--topology", "v9:2x2"], "unknown TPU topology 'v9:2x2'"),
+    (["data", "prepare", "arrays", "missing.npz", "--out", "x"], "numpy file 'missing.npz' does not exist"),
+    (["import", "hf", "nowhere_model", "runs/x"], "'nowhere_model' does not exist; pass a Hugging Face model"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
     out = run(*args, cwd=tmp_path)
@@ -43,6 +52,27 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], out.stderr
     assert "Traceback" not in out.stderr
+
+
+BUGGY_CONFIG = """
+from baobab import models
+from baobab.experiment import ExperimentConfig, TrainerConfig
+import toy_extension as toy
+
+def get_config():
+    models.MODELS["toy_linear"] = models.ModelEntry(toy.ToyLinearConfig, toy.ToyLinear)
+    return ExperimentConfig(model=toy.ToyLinearConfig(fail_inside=True),
+                            trainer=TrainerConfig(workdir="runs/buggy", steps=2))
+"""
+
+
+def test_a_bug_inside_a_model_shows_the_traceback_and_exit_code_1(tmp_path):
+    (tmp_path / "buggy.py").write_text(BUGGY_CONFIG)
+    out = run("train", "buggy.py", cwd=tmp_path, env={"PYTHONPATH": str(REPO / "tests")})
+    assert out.returncode == 1, out.stderr
+    assert "Traceback (most recent call last)" in out.stderr and "toy_extension.py" in out.stderr
+    assert "TypeError: object of type 'NoneType' has no len()" in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("baobab train: This is a bug in baobab"), out.stderr
 
 
 def test_help_everywhere_with_examples(tmp_path):

@@ -128,3 +128,12 @@ def test_a_warmup_longer_than_the_run_is_reported(tmp_path, caplog):
         result = run_train(config)
     assert "schedule.warmup_steps = 40 covers all trainer.steps = 3: the warmup is cut to 2 steps" in caplog.text
     assert result.metrics["train/learning_rate"] == pytest.approx(config.optimizer.lr)  # no decay at the end
+
+
+def test_switching_to_a_kind_with_required_keys_takes_them_from_the_same_overrides():
+    from baobab.experiment import ExperimentConfig
+
+    cfg = apply_overrides(ExperimentConfig(), ["data.kind=prepared", "data.path=/data/x", "data.batch_size=8"])
+    assert (cfg.data.kind, cfg.data.path, cfg.data.batch_size) == ("prepared", "/data/x", 8)
+    with pytest.raises(ConfigError, match="data.path: field required"):
+        apply_overrides(ExperimentConfig(), ["data.kind=prepared"])

@@ -27,7 +27,7 @@ PUBLIC = {
     "DataError", "CorruptRecordError",
     # experiment config sections: the kind table and its builders
     "DATASETS", "DatasetEntry", "DataConfig", "DataInfo", "MnistData", "ImageFolderData", "TextData", "TextClassificationData",
-    "PreparedData", "build_data",
+    "PreparedData", "build_data", "data_info",
 }
 
 

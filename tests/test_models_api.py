@@ -59,7 +59,7 @@ def test_model_config_union_in_an_experiment_config():
     exp = Experiment.model_validate({"model": {"kind": "gpt2", "hidden_size": 64, "num_heads": 4}})
     assert isinstance(exp.model, models.GPT2Config) and exp.model.hidden_size == 64
     assert Experiment.model_validate(exp.model_dump()) == exp  # the resolved config round-trips
-    with pytest.raises(pydantic.ValidationError, match="does not match any of the expected tags"):
+    with pytest.raises(pydantic.ValidationError, match="unknown kind .gpt5.; valid kinds: .cnn."):
         Experiment.model_validate({"model": {"kind": "gpt5"}})
     with pytest.raises(pydantic.ValidationError, match="hidden_sise"):
         Experiment.model_validate({"model": {"kind": "gpt2", "hidden_sise": 64}})  # unknown keys are errors

@@ -61,6 +61,8 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from baobab.errors import CheckpointError, ConfigError
+
 from ._core import TrainState
 
 __all__ = ["Checkpointer", "CheckpointWarning", "Restored", "supports_state"]
@@ -198,7 +200,7 @@ class Checkpointer:
     def __init__(self, directory: str | Path, *, keep_last: int = 3, keep_every: int | None = None,
                  async_save: bool = True):
         if keep_last < 1:
-            raise ValueError(f"keep_last must be >= 1, got {keep_last}.")
+            raise ConfigError(f"keep_last must be >= 1, got {keep_last}.")
         self.directory = Path(directory).absolute()
         self._warn_incomplete()
         policies: list[Any] = [ocp.checkpoint_managers.LatestN(keep_last)]
@@ -330,7 +332,7 @@ class Checkpointer:
             return restored
         if failures:
             listing = "\n  ".join(f"{p}: {type(e).__name__}: {str(e)[:200]}" for p, e in failures)
-            raise RuntimeError(
+            raise CheckpointError(
                 f"None of the {len(failures)} checkpoints in {self.directory} could be restored:\n"
                 f"  {listing}\nIf the model or optimizer changed since they were written, use a "
                 f"new workdir; to start over on purpose, move the checkpoints away.") from failures[0][1]

@@ -48,6 +48,24 @@ def _name(key: Any) -> str:
     raise TypeError(f"unexpected pytree key {key!r}")
 
 
+def _nested(pairs: list[tuple[tuple[Any, ...], Any]]) -> Any:
+    """``[(key path, value)]`` -> nested dicts and lists, as orbax stores a pytree.
+
+    Orbax writes a sequence node (a ``SequenceKey`` level, e.g. a tuple of blocks) as a
+    list, so the template for a partial restore must have lists in the same places.
+    """
+    if len(pairs) == 1 and not pairs[0][0]:
+        return pairs[0][1]
+    groups: dict[Any, list] = {}
+    for keys, value in pairs:
+        groups.setdefault(keys[0], []).append((keys[1:], value))
+    children = {key: _nested(rest) for key, rest in groups.items()}
+    if all(isinstance(k, jax.tree_util.SequenceKey) for k in children):
+        by_index = {k.idx: child for k, child in children.items()}
+        return [by_index.get(i) for i in range(max(by_index) + 1)]
+    return {_name(k): child for k, child in children.items()}
+
+
 def read_model(directory: str | Path, target: Any, *, step: int | None = None, ema: bool = True) -> tuple[Any, int]:
     """``(model, step)``: the model of the newest (or the given) checkpoint in ``directory``.
 
@@ -71,16 +89,10 @@ def read_model(directory: str | Path, target: Any, *, step: int | None = None, e
     saved = getattr(saved, "tree", saved)
     branch = "ema" if ema and saved.get("ema") else "model"
     leaves = jax.tree_util.tree_flatten_with_path(target)[0]
-    item: dict[str, Any] = {}
-    args: dict[str, Any] = {}
-    for keys, x in leaves:
-        names = [_name(k) for k in keys]
-        node_item, node_args = item, args
-        for n in names[:-1]:
-            node_item, node_args = node_item.setdefault(n, {}), node_args.setdefault(n, {})
-        sharding = getattr(x, "sharding", None)
-        node_item[names[-1]] = x
-        node_args[names[-1]] = ocp.ArrayRestoreArgs(sharding=sharding, global_shape=x.shape, dtype=x.dtype)
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    item = _nested([(keys, x) for keys, x in leaves])
+    args = _nested([(keys, ocp.ArrayRestoreArgs(sharding=getattr(x, "sharding", None) or default,
+                                                 global_shape=x.shape, dtype=x.dtype)) for keys, x in leaves])
     with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
         try:
             restored = reader.restore(path, args=ocp.args.PyTreeRestore(
@@ -93,6 +105,6 @@ def read_model(directory: str | Path, target: Any, *, step: int | None = None, e
     for keys, _ in leaves:
         node = restored
         for k in keys:
-            node = node[_name(k)]
+            node = node[k.idx] if isinstance(k, jax.tree_util.SequenceKey) else node[_name(k)]
         flat.append(node)
     return jax.tree.unflatten(jax.tree.structure(target), flat), step

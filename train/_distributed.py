@@ -26,6 +26,8 @@ from typing import Mapping
 
 import jax
 
+from baobab.errors import ConfigError
+
 __all__ = ["initialize_distributed", "distributed_environment"]
 
 log = logging.getLogger("baobab.train")
@@ -67,7 +69,7 @@ def initialize_distributed() -> int:
         if kind == "explicit":
             missing = [k for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if k not in os.environ]
             if missing:
-                raise ValueError(
+                raise ConfigError(
                     f"JAX_COORDINATOR_ADDRESS is set but {missing} are not: set all three, e.g. "
                     f"JAX_COORDINATOR_ADDRESS=10.0.0.1:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0.")
             jax.distributed.initialize(

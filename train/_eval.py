@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from baobab import nn
+from baobab.errors import DataError
 
 from ._core import Batch, EvalFn
 from ._mesh import put_batch
@@ -57,12 +58,12 @@ def evaluate(eval_step: Callable[[nn.Module, Batch], dict[str, jax.Array]], mode
     model = nn.eval_mode(model)
     parts = [eval_step(model, put_batch(b, mesh=mesh, rules=rules)) for b in batches]
     if not parts:
-        raise ValueError("The eval iterator yielded no batches.")
+        raise DataError("The eval iterator yielded no batches.")
     totals: dict[str, float] = {}
     for part in jax.device_get(parts):
         for name, v in part.items():
             totals[name] = totals.get(name, 0.0) + float(np.asarray(v, np.float64))
     count = totals.pop(COUNT)
     if count <= 0:
-        raise ValueError("Every eval example was masked out (mask sums to 0).")
+        raise DataError("Every eval example was masked out (mask sums to 0).")
     return {name: total / count for name, total in totals.items()}

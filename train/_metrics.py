@@ -7,8 +7,8 @@ Only process 0 writes; on other processes the writer and the bar do nothing.
   ``null`` so the file stays valid JSON. On resume, lines past the restored step
   are dropped, so the file reads as one run.
 * ``<workdir>/tensorboard/``: the same scalars as TensorBoard event files,
-  written with tensorboardX (no TensorFlow needed); events past the restored step
-  are purged on resume.
+  written by ``_tensorboard.py`` (neither TensorFlow nor torch is imported); events
+  past the restored step are purged on resume.
 * A tqdm bar with step, loss, learning rate, throughput and ETA when stderr is a
   terminal; in non-interactive logs, one plain log line per logging interval.
 """
@@ -22,8 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-import tensorboardX
 import tqdm
+
+from ._tensorboard import EventWriter
 
 __all__ = ["MetricWriter", "Progress", "read_metrics"]
 
@@ -59,7 +60,7 @@ class MetricWriter:
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(self.path, "a")
         purge = None if resume_step is None else resume_step + 1
-        self._tb = tensorboardX.SummaryWriter(str(Path(workdir) / "tensorboard"), purge_step=purge)
+        self._tb = EventWriter(Path(workdir) / "tensorboard", purge_step=purge)
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Record ``metrics`` (name -> number) at ``step``."""

@@ -33,6 +33,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from baobab import nn
+from baobab.errors import ConfigError
 
 from ._core import Batch, LossFn, TrainState, call_loss
 from ._mesh import batch_sharding
@@ -49,7 +50,7 @@ RESERVED_METRICS = ("loss", "grad_norm", "learning_rate", "nonfinite", "first_no
 def _split_microbatches(x: jax.Array, k: int, name: str) -> jax.Array:
     b = x.shape[0]
     if b % k:
-        raise ValueError(
+        raise ConfigError(
             f"batch[{name!r}] has {b} rows, which do not split into microbatches={k}. Use a "
             f"global batch that is a multiple of {k}.")
     x = x.reshape((b // k, k) + x.shape[1:])  # (B/k, k, ...): row r -> microbatch r % k
@@ -78,9 +79,9 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
     Compile it with ``jit_step``; see ``_core.py`` for the full contract.
     """
     if not isinstance(microbatches, int) or microbatches < 1:
-        raise ValueError(f"microbatches must be a positive int, got {microbatches!r}.")
+        raise ConfigError(f"microbatches must be a positive int, got {microbatches!r}.")
     if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}.")
+        raise ConfigError(f"ema_decay must be in [0, 1), got {ema_decay!r}.")
     optimizer = only_trainable(optimizer)
     grad_fn = jax.value_and_grad(functools.partial(call_loss, loss_fn), has_aux=True)
 
