@@ -15,7 +15,6 @@ CPU platform on a machine without accelerators, and log lines on stderr.
 from __future__ import annotations
 
 import argparse
-import glob
 import importlib.util
 import json
 import os

@@ -38,6 +38,7 @@ import jax
 from baobab.config import Config, ConfigError, kind_field
 
 from . import hf as hf
+from . import hf_config as hf_config
 from . import hf_io as hf_io
 from .bert import Bert as Bert
 from .bert import BertConfig as BertConfig
@@ -113,5 +114,5 @@ __all__ = [
     "MODELS", "ModelEntry", "ModelConfig", "build_model", "parse_model_config",
     "MLPConfig", "MLPClassifier", "CNNConfig", "CNN", "ResNetConfig", "ResNet", "ViTConfig", "ViT",
     "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "BertConfig", "Bert", "mean_pool",
-    "generate", "sample_logits", "hf", "hf_io",
+    "generate", "sample_logits", "hf", "hf_config", "hf_io",
 ]

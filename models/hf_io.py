@@ -39,14 +39,12 @@ import jax
 import numpy as np
 
 from baobab import nn
-from baobab.errors import CheckpointError, ConfigError, MissingFileError, ShapeMismatchError
+from baobab.errors import CheckpointError, MissingFileError, ShapeMismatchError
 
 from . import hf
 from .bert import BertConfig
-from .gpt2 import GPT2Config
-from .llama import LlamaConfig
+from .hf_config import config_to_hf
 from .resnet import ResNetConfig
-from .vit import ViTConfig
 
 __all__ = ["HFSource", "ImportReport", "open_source", "source_config", "import_hf", "load_into",
            "config_to_hf", "export_hf", "PICKLE_SUFFIXES"]
@@ -307,64 +305,6 @@ def import_hf(src: str | Path, *, mesh: jax.sharding.Mesh | None = None, rules: 
 # ----------------------------------------------------------------------------------------
 # Export: config.json + model.safetensors
 # ----------------------------------------------------------------------------------------
-
-_ACT_BACK = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu"}
-
-
-def _labels(n: int) -> dict:
-    return {"id2label": {str(i): f"LABEL_{i}" for i in range(n)}, "label2id": {f"LABEL_{i}": i for i in range(n)}}
-
-
-def config_to_hf(config: Any) -> dict | None:
-    """The ``config.json`` dict transformers needs for ``config`` (``None`` for ResNet: torchvision has none)."""
-    if isinstance(config, GPT2Config):
-        return dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=config.vocab_size,
-                    n_positions=config.max_len, n_embd=config.hidden_size, n_layer=config.num_layers,
-                    n_head=config.num_heads, n_inner=config.intermediate_size,
-                    activation_function=_ACT_BACK[config.activation], layer_norm_epsilon=config.norm_eps,
-                    resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
-                    tie_word_embeddings=config.tie_embeddings)
-    if isinstance(config, LlamaConfig):
-        out = dict(model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=config.vocab_size,
-                   max_position_embeddings=config.max_len, hidden_size=config.hidden_size,
-                   num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-                   num_key_value_heads=config.num_kv_heads or config.num_heads,
-                   intermediate_size=config.intermediate_size, rms_norm_eps=config.norm_eps,
-                   rope_theta=config.rope_theta, attention_bias=config.attention_bias, mlp_bias=config.mlp_bias,
-                   tie_word_embeddings=config.tie_embeddings, hidden_act="silu")
-        if config.head_dim is not None:
-            out["head_dim"] = config.head_dim
-        r = config.rope_scaling
-        if r is not None:
-            out["rope_scaling"] = ({"rope_type": "linear", "factor": r.factor} if r.kind == "linear" else
-                                   {"rope_type": "llama3", "factor": r.factor, "low_freq_factor": r.low_freq_factor,
-                                    "high_freq_factor": r.high_freq_factor,
-                                    "original_max_position_embeddings": r.original_max_len})
-        return out
-    if isinstance(config, BertConfig):
-        out = dict(model_type="bert", architectures=["BertForSequenceClassification" if config.num_classes
-                                                     else "BertModel"],
-                   vocab_size=config.vocab_size, max_position_embeddings=config.max_len,
-                   type_vocab_size=config.type_vocab_size, hidden_size=config.hidden_size,
-                   num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-                   intermediate_size=config.intermediate_size, hidden_act=_ACT_BACK[config.activation],
-                   layer_norm_eps=config.norm_eps, hidden_dropout_prob=config.dropout,
-                   attention_probs_dropout_prob=config.dropout, position_embedding_type="absolute")
-        return {**out, **(_labels(config.num_classes) if config.num_classes else {})}
-    if isinstance(config, ViTConfig):
-        out = dict(model_type="vit", architectures=["ViTForImageClassification" if config.num_classes
-                                                    else "ViTModel"],
-                   image_size=config.image_size, patch_size=config.patch_size, num_channels=config.in_channels,
-                   hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
-                   num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size,
-                   hidden_act=_ACT_BACK[config.activation], layer_norm_eps=config.norm_eps,
-                   qkv_bias=config.qkv_bias, hidden_dropout_prob=config.dropout)
-        return {**out, **(_labels(config.num_classes) if config.num_classes else {})}
-    if isinstance(config, ResNetConfig):
-        return None
-    raise ConfigError(f"no Hugging Face export for kind {getattr(config, 'kind', None)!r}; "
-                     f"exports exist for ['bert', 'gpt2', 'llama', 'resnet', 'vit'].")
-
 
 def _export_names(config: Any, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Canonical names -> the names the head class's file uses (``bert.`` under a classifier)."""

@@ -16,7 +16,10 @@ import pytest
 
 def _plain_python(code: str, home) -> subprocess.CompletedProcess:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    # cwd: a user's folder, not the repository (whose build leftovers, e.g. a stale baobab.egg-info, would
+    # shadow the installed metadata and with it the jax_plugins entry point).
+    return subprocess.run([sys.executable, "-c", code], cwd=home, env=env, capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_transformers_and_sentence_transformers_import_outside_pytest(tmp_path):
@@ -53,7 +56,8 @@ def test_jax_platforms_set_by_the_user_is_left_alone(tmp_path):
     code = ("import os; os.environ['JAX_PLATFORMS'] = 'cpu'\n"
             "from jax._src import xla_bridge\n"
             "import jax; jax.devices()\n"
-            "print(xla_bridge._backend_factories['tpu'].factory.__name__ != '_no_tpu_here')")
+            "from baobab import _jax_plugin\n"
+            "print(xla_bridge._backend_factories['tpu'].factory is not _jax_plugin._no_tpu_here)")
     out = _plain_python(code, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "True"  # JAX's own TPU factory, untouched

@@ -316,7 +316,7 @@ def test_doctests():
 @pytest.mark.parametrize("t,s,heads,kv_heads", [(150, 150, 4, 2), (130, 70, 2, 2), (70, 130, 3, 1)])
 def test_cpu_attention_blocked_causal_matches_jax(t, s, heads, kv_heads):
     # Longer than nn.CAUSAL_BLOCK rows, with a ragged last block and T != S (top-left aligned).
-    from baobab.nn._attention import CAUSAL_BLOCK, attention_cpu
+    from baobab.nn._attention_cpu import CAUSAL_BLOCK, attention_cpu
 
     assert t > CAUSAL_BLOCK or s > CAUSAL_BLOCK
     kq, kk, kv, kg = jax.random.split(jax.random.key(3), 4)

@@ -100,9 +100,9 @@ def _bytes_field(field: int, payload: bytes) -> bytes:
 
 
 def _event(step: int, **what: bytes) -> bytes:
-    """``Event { wall_time = 1; step = 2; file_version = 3 | summary = 5 | session_log = 6 }``."""
+    """``Event { wall_time = 1; step = 2; file_version = 3 | summary = 5 | session_log = 7 }``."""
     (name, payload), = what.items()
-    field = {"file_version": 3, "summary": 5, "session_log": 6}[name]
+    field = {"file_version": 3, "summary": 5, "session_log": 7}[name]  # 6 is the deprecated log_message
     return (_key(1, 1) + struct.pack("<d", time.time()) + _key(2, 0) + _varint(step)
             + _bytes_field(field, payload))
 
