@@ -8,6 +8,7 @@ any other keyword of that optimizer. A keyword the optimizer does not take is an
 error naming the ones it does. Weight decay skips biases and norm scales
 (``train.weight_decay_mask``): decoupled for optimizers that take a decay (adamw,
 lion, lamb, adafactor, ...), added to the gradient before the others (sgd, adam, ...).
+``weight_decay=0`` means none, also for optimizers whose optax default decays.
 
 ``SCHEDULES`` maps a name to a schedule of ``optimizer.lr``: ``constant``, ``cosine``,
 ``linear``, ``inverse_sqrt`` and ``wsd`` (warmup-stable-decay), each after a linear
@@ -181,15 +182,14 @@ def build_optimizer(config: OptimizerConfig, learning_rate: float | optax.Schedu
     accepted = set(inspect.signature(factory).parameters) - {"learning_rate"}
     kwargs = _keywords(config, accepted)
     coupled_decay = None
-    if config.weight_decay:
-        decay, mask = next(((d, m) for d, m in _DECAY_KEYWORDS if d in accepted and (m is None or m in accepted)),
-                           (None, None))
-        if decay is None:
-            coupled_decay = optax.add_decayed_weights(config.weight_decay, mask=btrain.weight_decay_mask)
-        else:
-            kwargs[decay] = config.weight_decay
-            if mask is not None:  # the mask *function*: modules are callable, and optax calls callables
-                kwargs[mask] = btrain.weight_decay_mask
+    decay, mask = next(((d, m) for d, m in _DECAY_KEYWORDS if d in accepted and (m is None or m in accepted)),
+                       (None, None))
+    if decay is not None:  # always passed: optax's own defaults decay (adamw 1e-4, lion 1e-3)
+        kwargs[decay] = config.weight_decay
+        if mask is not None and config.weight_decay:  # the mask *function*: modules are callable
+            kwargs[mask] = btrain.weight_decay_mask
+    elif config.weight_decay:
+        coupled_decay = optax.add_decayed_weights(config.weight_decay, mask=btrain.weight_decay_mask)
 
     def make(learning_rate: Any) -> optax.GradientTransformation:
         parts = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []

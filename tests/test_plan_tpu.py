@@ -124,7 +124,7 @@ def test_small_model_on_two_hosts(small_plan):
 
 @pytest.mark.slow
 def test_small_model_report_text(small_plan):
-    text = cli._plan_text(small_plan)
+    text = format_plan(small_plan)
     for expected in ["topology         v5e:2x4: 8 chips (TPU v5 lite), 2 hosts, gcloud accelerator type v5litepod-8",
                      "global batch     16 (per host 8, per device 2; 2,048 tokens per step)",
                      "host p of 2 reads examples p, p+2, p+4, ...", "  host 1: global rows",
