@@ -14,21 +14,24 @@ import pytest
 
 import test_train_support as S
 from baobab import nn, train
+from baobab.errors import CheckpointError
 
 RULES = nn.DEFAULT_RULES
 
 
 @pytest.fixture(scope="module")
 def one_device():
-    return train.make_mesh(train.MeshSpec(), devices=jax.devices()[:1])
+    return train.make_mesh(devices=jax.devices()[:1])
 
 
-def run(workdir: Path, steps: int, mesh, data=None, **kw) -> train.TrainResult:
-    kw = {"log_every": 1, "checkpoint_every": 0, "progress": False, "ema_decay": 0.9, **kw}
-    settings = train.TrainerSettings(workdir=str(workdir), steps=steps, **kw)
+def run(workdir: Path, steps: int, mesh, data=None, *, log_every=1, checkpoint_every=0, progress=False,
+        ema_decay=0.9, **kw) -> train.TrainResult:
     data = S.grain_batches() if data is None else data
-    return train.train(S.make_net(), S.loss_fn, S.optimizer(), data, settings, mesh=mesh,
-                       config={"steps": steps})
+    return train.train(S.make_net(), S.loss_fn, S.optimizer(), data,
+                       train.TrainerConfig(workdir=str(workdir), steps=steps, ema_decay=ema_decay),
+                       checkpoint=train.CheckpointConfig(every=checkpoint_every),
+                       logging=train.LoggingConfig(log_every=log_every, progress=progress),
+                       mesh=mesh, config={"steps": steps}, **kw)
 
 
 def params(result: train.TrainResult) -> dict[str, np.ndarray]:
@@ -136,20 +139,20 @@ class Recording:
 
 def test_metrics_eval_profile_and_progress(tmp_path, one_device, capsys, caplog):
     data = Recording(S.grain_batches())
-    settings = train.TrainerSettings(
-        workdir=str(tmp_path), steps=6, log_every=2, eval_every=3, checkpoint_every=0,
-        profile_steps=(2, 3), progress=True, tokens_key="x")
     with caplog.at_level(logging.INFO, logger="baobab.train"):
-        result = train.train(S.make_net(), S.loss_fn, S.optimizer(), data, settings,
-                             eval_fn=S.eval_fn, eval_data=lambda: S.eval_batches(100, 32),
+        result = train.train(S.make_net(), S.loss_fn, S.optimizer(), data,
+                             train.TrainerConfig(workdir=str(tmp_path), steps=6, eval_every=3),
+                             checkpoint=train.CheckpointConfig(every=0),
+                             logging=train.LoggingConfig(log_every=2, profile_steps=(2, 3), progress=True),
+                             tokens_key="x", eval_fn=S.eval_fn, eval_data=lambda: S.eval_batches(100, 32),
                              mesh=one_device)
     data.compiles.__exit__()
     # The eval step compiles at the first eval; the train step never again.
     assert "train_step" not in data.compiles.names, data.compiles.names
 
     records = train.read_metrics(tmp_path)
-    # Train metrics are read at logging steps, and before each eval and checkpoint.
-    assert [r["step"] for r in records if "train/loss" in r] == [2, 3, 4, 6]
+    # Train metrics are recorded at log_every multiples and the last step only (not at evals).
+    assert [r["step"] for r in records if "train/loss" in r] == [2, 4, 6]
     assert [r["step"] for r in records if "eval/accuracy" in r] == [3, 6]
     first = records[0]
     assert first["step"] == 1 and first["perf/compile_s"] > 0 and first["perf/first_step_s"] > 0
@@ -172,17 +175,17 @@ def test_metrics_eval_profile_and_progress(tmp_path, one_device, capsys, caplog)
 
 
 def test_eval_at_start_measures_the_starting_model_once(tmp_path, one_device):
-    settings = dict(log_every=2, checkpoint_every=0, progress=False, eval_at_start=True)
+    settings = dict(checkpoint=train.CheckpointConfig(every=0), logging=train.LoggingConfig(log_every=2))
     start_model = S.make_net()
     x, y = S.dataset()
     before = np.mean(np.asarray(nn.eval_mode(start_model)(x[:100])).argmax(-1) == y[:100])
     first = train.train(start_model, S.loss_fn, S.optimizer(), S.grain_batches(),
-                        train.TrainerSettings(workdir=str(tmp_path), steps=3, **settings),
+                        train.TrainerConfig(workdir=str(tmp_path), steps=3, eval_at_start=True), **settings,
                         eval_fn=S.eval_fn, eval_data=lambda: S.eval_batches(100, 32), mesh=one_device)
     assert first.start_eval_metrics["eval/accuracy"] == pytest.approx(before)
     assert first.eval_metrics["eval/loss"] < first.start_eval_metrics["eval/loss"]  # it trained in between
     resumed = train.train(S.make_net(), S.loss_fn, S.optimizer(), S.grain_batches(),
-                          train.TrainerSettings(workdir=str(tmp_path), steps=5, **settings),
+                          train.TrainerConfig(workdir=str(tmp_path), steps=5, eval_at_start=True), **settings,
                           eval_fn=S.eval_fn, eval_data=lambda: S.eval_batches(100, 32), mesh=one_device)
     assert resumed.start_eval_metrics == {}  # a resumed run does not start over
     evals = [r["step"] for r in train.read_metrics(tmp_path) if "eval/accuracy" in r]
@@ -218,10 +221,10 @@ def poisoned_loss(model, batch, key):
 
 
 def test_nan_stops_the_run_naming_the_parameter_and_step(tmp_path, one_device):
-    settings = train.TrainerSettings(workdir=str(tmp_path), steps=10, log_every=10,
-                                     checkpoint_every=3, progress=False)
     with pytest.raises(train.NonFiniteError, match=r"Step 4: .*head\.weight") as info:
-        train.train(S.make_net(), poisoned_loss, S.optimizer(), poisoned(4), settings, mesh=one_device)
+        train.train(S.make_net(), poisoned_loss, S.optimizer(), poisoned(4),
+                    train.TrainerConfig(workdir=str(tmp_path), steps=10), checkpoint=train.CheckpointConfig(every=3),
+                    logging=train.LoggingConfig(log_every=10, progress=False), mesh=one_device)
     assert info.value.step == 4 and info.value.path == "head.weight"
     assert info.value.last_checkpoint == 3
     ckpt = train.Checkpointer(tmp_path / "checkpoints")
@@ -230,10 +233,10 @@ def test_nan_stops_the_run_naming_the_parameter_and_step(tmp_path, one_device):
 
 
 def test_nan_skip_policy_drops_the_step_and_goes_on(tmp_path, one_device):
-    settings = train.TrainerSettings(workdir=str(tmp_path), steps=6, log_every=3,
-                                     checkpoint_every=0, progress=False, on_nonfinite="skip")
-    result = train.train(S.make_net(), poisoned_loss, S.optimizer(), poisoned(4), settings,
-                         mesh=one_device)
+    result = train.train(S.make_net(), poisoned_loss, S.optimizer(), poisoned(4),
+                         train.TrainerConfig(workdir=str(tmp_path), steps=6, on_nonfinite="skip"),
+                         checkpoint=train.CheckpointConfig(every=0),
+                         logging=train.LoggingConfig(log_every=3, progress=False), mesh=one_device)
     assert result.step == 6 and result.skipped_steps == [4]
     assert all(np.isfinite(v).all() for v in params(result).values())
     assert train.read_metrics(tmp_path)[-1]["train/skipped_steps"] == 1
@@ -272,7 +275,7 @@ def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path, one_devi
     workdir = copy_of(uninterrupted[2], tmp_path)
     for step in ("4", "6", "8"):
         corrupt(workdir / "checkpoints" / step)
-    with pytest.warns(train.CheckpointWarning), pytest.raises(RuntimeError, match="None of the 3"):
+    with pytest.warns(train.CheckpointWarning), pytest.raises(CheckpointError, match="None of the 3"):
         run(workdir, 10, one_device)
 
 
@@ -299,7 +302,7 @@ def test_restore_onto_a_different_mesh_without_pickle(tmp_path, monkeypatch):
     for name in ("dump", "dumps", "load", "loads"):
         monkeypatch.setattr(pickle, name, no_pickle)
     opt = S.optimizer()
-    fsdp8 = train.make_mesh(train.MeshSpec(data=1, fsdp=8))
+    fsdp8 = train.make_mesh(train.MeshConfig(data=1, fsdp=8))
     state = train.create_state(S.make_net(), opt, mesh=fsdp8, rules=RULES, ema=True)
     saved = [S.raw(x) for x in jax.tree.leaves(state)]
     batches = S.grain_batches()
@@ -308,7 +311,7 @@ def test_restore_onto_a_different_mesh_without_pickle(tmp_path, monkeypatch):
     ckpt.save(0, state, data_iterator=batches, config={"mesh": "fsdp=8"})
     ckpt.wait()
 
-    dp2_tp4 = train.make_mesh(train.MeshSpec(data=2, fsdp=1, tensor=4))
+    dp2_tp4 = train.make_mesh(train.MeshConfig(data=2, fsdp=1, tensor=4))
     target = train.abstract_state(S.make_net(), opt, mesh=dp2_tp4, rules=RULES, ema=True)
     fresh = S.grain_batches()
     restored = ckpt.restore(target, data_iterator=fresh)
