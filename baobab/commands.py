@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,20 +27,6 @@ from baobab.runs import has_checkpoint, restore_model, write_config
 __all__ = ["run_train", "run_eval", "generate_text"]
 
 log = logging.getLogger("baobab")
-
-
-def _settings(config: ExperimentConfig, **changes: Any) -> btrain.TrainerSettings:
-    t, c, lg = config.trainer, config.checkpoint, config.logging
-    values = dict(
-        workdir=t.workdir, steps=t.steps, seed=t.seed, mesh=btrain.MeshSpec(config.mesh.data, config.mesh.fsdp,
-                                                                            config.mesh.tensor),
-        rules=rules(config), microbatches=t.microbatches, precision=t.precision, ema_decay=t.ema_decay,
-        log_every=lg.log_every, eval_every=t.eval_every,
-        eval_at_start=t.eval_at_start, checkpoint_every=c.every, keep_checkpoints=c.keep,
-        keep_every=c.keep_every, async_checkpoints=c.async_save, on_nonfinite=t.on_nonfinite,
-        profile_steps=lg.profile_steps, progress=lg.progress)
-    values.update(changes)
-    return btrain.TrainerSettings(**values)
 
 
 def run_train(config: ExperimentConfig) -> btrain.TrainResult:
@@ -63,10 +48,10 @@ def run_train(config: ExperimentConfig) -> btrain.TrainResult:
         start = model_constructor(config)
         if config.finetune.init_from and not has_checkpoint(config.trainer.workdir):  # pretrained, then train
             start = pretrained_model(config, jax.random.split(jax.random.key(config.trainer.seed))[0])
-        return btrain.train(start, task.loss, build_optimizer(config), iterator,
-                            _settings(config, tokens_key=task.tokens_key),
-                            eval_fn=task.eval if eval_data else None, eval_data=eval_data,
-                            config=json.loads(to_json(config)), mesh=mesh)
+        return btrain.train(start, task.loss, build_optimizer(config), iterator, config.trainer,
+                            checkpoint=config.checkpoint, logging=config.logging, mesh=mesh, rules=rules(config),
+                            tokens_key=task.tokens_key, eval_fn=task.eval if eval_data else None,
+                            eval_data=eval_data, config=json.loads(to_json(config)))
     finally:
         close = getattr(iterator, "close", None)
         if close:

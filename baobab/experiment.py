@@ -14,7 +14,7 @@ optimizer that ``train``, ``eval``, ``plan`` and ``import`` all use.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable
 
 import jax
 import optax
@@ -27,6 +27,7 @@ from baobab.config import Config, ConfigError
 from baobab.finetune import FinetuneConfig, LoRAConfig, apply_finetune
 from baobab.optimizers import OptimizerConfig, ScheduleConfig, build_optimizer as _build, build_schedule
 from baobab.tasks import TASKS, Task
+from baobab.train import CheckpointConfig, LoggingConfig, MeshConfig, TrainerConfig
 
 __all__ = [
     "OptimizerConfig", "ScheduleConfig", "MeshConfig", "TrainerConfig", "CheckpointConfig", "LoggingConfig",
@@ -36,53 +37,9 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------
-# Sections
+# The whole run. trainer/checkpoint/mesh/logging are baobab.train's own settings types
+# (train/_settings.py), re-exported here: train.train takes the same sections.
 # ----------------------------------------------------------------------------------------
-
-
-class MeshConfig(Config):
-    """Device mesh sizes (``-1``: the rest of the devices) and the sharding rules.
-
-    ``topology`` names a TPU slice (e.g. ``"v5p:4x4x4"``, see ``baobab.tpu``) that
-    ``baobab plan`` compiles for; ``baobab train`` runs on the devices it has.
-    """
-
-    data: int = -1
-    fsdp: int = 1
-    tensor: int = 1
-    rules: Literal["default", "data_parallel", "fsdp", "tensor_parallel"] = "default"
-    topology: Optional[str] = None
-
-
-class TrainerConfig(Config):
-    """Where and how long to train."""
-
-    workdir: str = "runs/default"
-    steps: int = pydantic.Field(1000, gt=0)
-    seed: int = 0
-    microbatches: int = pydantic.Field(1, ge=1)
-    precision: Optional[str] = None  # e.g. "params=float32,compute=bfloat16,output=float32"
-    ema_decay: Optional[float] = None
-    eval_every: int = pydantic.Field(0, ge=0)
-    eval_at_start: bool = False  # evaluate the starting model too (step 0): a fine-tune's "before"
-    on_nonfinite: Literal["stop", "skip"] = "stop"
-
-
-class CheckpointConfig(Config):
-    """When to checkpoint and what to keep (``every=0``: only at the end)."""
-
-    every: int = pydantic.Field(500, ge=0)
-    keep: int = pydantic.Field(3, ge=1)
-    keep_every: Optional[int] = None
-    async_save: bool = True
-
-
-class LoggingConfig(Config):
-    """What the run prints and records."""
-
-    log_every: int = pydantic.Field(50, ge=1)
-    progress: Optional[bool] = None  # None: a progress bar only on a terminal
-    profile_steps: Optional[tuple[int, int]] = None
 
 
 class ExperimentConfig(Config):
@@ -129,7 +86,7 @@ def rules(config: ExperimentConfig) -> dict[str, Any]:
 
 def make_mesh(config: ExperimentConfig):
     """The device mesh of ``mesh.data/fsdp/tensor`` over this process's devices."""
-    return btrain.make_mesh(btrain.MeshSpec(config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
+    return btrain.make_mesh(config.mesh)
 
 
 def model_constructor(config: ExperimentConfig) -> Callable[[jax.Array], nn.Module]:

@@ -123,10 +123,10 @@ def _plan_mesh(config: ExperimentConfig):
     if config.mesh.topology is None:
         return ex.make_mesh(config), None
     topo = tpu.topology(config.mesh.topology)
-    spec = btrain.MeshSpec(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    spec = config.mesh
     try:
         mesh = btrain.make_mesh(spec, devices=topo.devices)
-    except ValueError:
+    except ConfigError:
         raise ConfigError(f"mesh data={spec.data} fsdp={spec.fsdp} tensor={spec.tensor} does not divide the "
                           f"{topo.num_chips} chips of {topo.name}: give sizes whose product is {topo.num_chips}, "
                           f"or -1 for one axis to take the rest (e.g. mesh.data=-1)") from None

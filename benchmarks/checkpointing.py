@@ -59,7 +59,7 @@ def main() -> None:
 
     width = 1024
     layers = max(1, round(args.mib * 2**20 / 4 / (width * width + width)))
-    mesh = train.make_mesh(train.MeshSpec(data=1, fsdp=-1))
+    mesh = train.make_mesh(train.MeshConfig(data=1, fsdp=-1))
     rules = nn.DEFAULT_RULES
     opt = optax.adam(1e-3)
 

@@ -16,25 +16,16 @@ not numeric (str, bytes) stay as host numpy arrays of the local rows.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
-from baobab.nn import DEFAULT_RULES, logical_to_mesh
+from baobab.nn._sharding import batch_sharding as batch_sharding  # the one definition, shared with baobab.train
 
 __all__ = ["batch_sharding", "global_batch"]
-
-
-def batch_sharding(mesh: Mesh, ndim: int, rules: Mapping[str, Any] | None = None,
-                   global_rows: int | None = None) -> NamedSharding:
-    """The ``NamedSharding`` of a global batch feature with ``ndim`` dims (batch first)."""
-    rules = DEFAULT_RULES if rules is None else rules
-    axes = ("batch",) + (None,) * (ndim - 1)
-    shape = None if global_rows is None else (global_rows,) + (1,) * (ndim - 1)
-    spec = logical_to_mesh(axes, rules, mesh, shape=shape, where="global batch")
-    return NamedSharding(mesh, spec)
 
 
 def global_batch(local: Mapping[str, Any], mesh: Mesh, rules: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -47,6 +38,17 @@ def global_batch(local: Mapping[str, Any], mesh: Mesh, rules: Mapping[str, Any] 
             out[key] = value
             continue
         rows = value.shape[0] * count
-        sharding = batch_sharding(mesh, value.ndim, rules, global_rows=rows)
+        sharding = batch_sharding(value.ndim, mesh=mesh, rules=rules, rows=rows)
         out[key] = jax.make_array_from_process_local_data(sharding, value, (rows,) + value.shape[1:])
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ToGlobal:
+    """``global_batch`` as a picklable per-batch map for a grain pipeline."""
+
+    mesh: Mesh
+    rules: Mapping[str, Any] | None
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        return global_batch(batch, self.mesh, self.rules)

@@ -57,12 +57,12 @@ import math
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import grain
-import numpy as np
 from jax.sharding import Mesh
 
 from ._batch import stack_examples
 from ._errors import DataError
-from ._global import batch_sharding, global_batch
+from ._eval_padding import PadToBatches, zero_padding
+from ._global import ToGlobal, batch_sharding
 from ._packing import Pack
 
 __all__ = ["Loader", "LoaderIterator", "train_loader", "eval_loader", "apply_transforms", "STATE_VERSION"]
@@ -92,32 +92,6 @@ def _as_map_dataset(source: Any) -> grain.MapDataset:
         return grain.MapDataset.source(source)
     raise TypeError(f"a loader needs a grain.MapDataset or a random-access source (__len__ and __getitem__), "
                     f"got {type(source).__name__}. Wrap iterables with grain yourself.")
-
-
-@dataclasses.dataclass(frozen=True)
-class _PadToBatches(grain.transforms.Map):
-    """Index ``i`` of the padded eval range -> example ``i`` with ``mask=True``, or a padding row."""
-
-    source: grain.MapDataset
-    size: int
-
-    def map(self, index: int) -> dict[str, Any]:
-        real = index < self.size
-        example = self.source[index if real else index % self.size]
-        if example is None:
-            raise DataError(f"eval example {index % self.size} could not be read (skipped as corrupt). An eval "
-                            f"pass needs every record: repair the data, or drop skip_corrupt for eval.")
-        if "mask" in example:
-            raise DataError("eval examples already have a 'mask' feature; the eval loader adds its own. "
-                            "Rename yours.")
-        return {**example, "mask": np.bool_(real)}
-
-
-def _zero_padding(example: dict[str, Any]) -> dict[str, Any]:
-    if example["mask"]:
-        return example
-    return {k: np.zeros_like(v) if isinstance(v, (np.ndarray, np.generic)) and k != "mask" else v
-            for k, v in example.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +154,7 @@ class Loader:
             raise DataError(f"batch_size={self.batch_size} must be a positive multiple of the process count "
                             f"({self.process_count}): each process loads batch_size / process_count rows.")
         if self.mesh is not None:  # divisibility over the mesh's batch axes, checked before any work
-            batch_sharding(self.mesh, 1, self.rules, global_rows=self.batch_size)
+            batch_sharding(1, mesh=self.mesh, rules=self.rules, rows=self.batch_size)
         if self.on_mismatch not in _MISMATCH:
             raise ValueError(f"on_mismatch must be one of {_MISMATCH}, got {self.on_mismatch!r}.")
         shard_size = n // self.process_count
@@ -205,11 +179,11 @@ class Loader:
             ds = ds.seed(self.seed).shuffle().repeat(self.num_epochs)
         else:
             padded = len(self) * self.batch_size
-            ds = grain.MapDataset.range(padded).seed(self.seed).map(_PadToBatches(ds, len(ds)))
+            ds = grain.MapDataset.range(padded).seed(self.seed).map(PadToBatches(ds, len(ds)))
         ds = ds[shard.shard_index::shard.shard_count]
         ds = apply_transforms(ds, self.transforms)
         if not self.training:
-            ds = ds.map(_zero_padding)
+            ds = ds.map(zero_padding)
         if start_step:  # after the transforms (lazy), so random draws keep their per-position seeds
             ds = ds[start_step * self.local_batch_size:]
         it = ds.to_iter_dataset(grain.ReadOptions(num_threads=self.num_threads,
@@ -236,15 +210,6 @@ def _mark_absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
-@dataclasses.dataclass(frozen=True)
-class _ToGlobal:
-    mesh: Mesh
-    rules: Mapping[str, Any] | None
-
-    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        return global_batch(batch, self.mesh, self.rules)
-
-
 class LoaderIterator:
     """Iterator over a ``Loader``'s batches, with exact, checked checkpoint state.
 
@@ -265,7 +230,7 @@ class LoaderIterator:
         loader = self.loader
         ds = loader.host_dataset(start_step)
         if loader.mesh is not None:
-            ds = ds.map(_ToGlobal(loader.mesh, loader.rules))
+            ds = ds.map(ToGlobal(loader.mesh, loader.rules))
         if loader.prefetch:
             ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=loader.prefetch)
         self._it = iter(ds)

@@ -26,7 +26,7 @@ from baobab.errors import ShapeMismatchError
 from ._module import Module
 from ._tree import map_arrays
 
-__all__ = ["DEFAULT_RULES", "logical_to_mesh", "shardings", "create_sharded"]
+__all__ = ["DEFAULT_RULES", "logical_to_mesh", "batch_sharding", "shardings", "create_sharded"]
 
 Rules = Mapping[str, Any]
 M = TypeVar("M")
@@ -98,6 +98,33 @@ def logical_to_mesh(axes: tuple[str | None, ...], rules: Rules, mesh: Mesh | Non
         used.update(mesh_axes)
         spec.append(None if not mesh_axes else mesh_axes[0] if len(mesh_axes) == 1 else mesh_axes)
     return PartitionSpec(*spec)
+
+
+def batch_sharding(ndim: int, *, mesh: Mesh, rules: Rules | None = None, rows: int | None = None) -> NamedSharding:
+    """The sharding of a global batch leaf with ``ndim`` dims: dim 0 along the ``"batch"`` rule.
+
+    The other dimensions are replicated. ``rules`` defaults to ``DEFAULT_RULES``
+    (``"batch"`` over ``("data", "fsdp")``). With ``rows`` (the global batch size),
+    a batch that does not split evenly over the batch's mesh axes is refused here,
+    before any data is read. ``baobab.train`` and ``baobab.data`` export this function.
+
+    >>> import jax
+    >>> from baobab.nn._sharding import batch_sharding
+    >>> mesh = jax.make_mesh((1, 1), ("data", "fsdp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    >>> batch_sharding(3, mesh=mesh).spec
+    P(('data', 'fsdp'), None, None)
+    """
+    rules = DEFAULT_RULES if rules is None else rules
+    spec = logical_to_mesh(("batch",) + (None,) * (max(ndim, 1) - 1), rules, mesh, where="batch")
+    if rows is not None:
+        axes = _as_tuple(spec[0])
+        shards = math.prod(mesh.shape[a] for a in axes)
+        if rows % shards:
+            raise ShapeMismatchError(
+                f"a global batch of {rows} rows does not divide by the {shards} batch shards (mesh axes "
+                f"{axes} under the 'batch' rule): make the global batch size a multiple of {shards}, or "
+                f"change the mesh.")
+    return NamedSharding(mesh, spec)
 
 
 def shardings(model: Module, mesh: Mesh, rules: Rules) -> Module:

@@ -11,7 +11,7 @@ import pytest
 
 import test_train_support as S
 from baobab import nn, train
-from baobab.train._checkpoint import _copy_state
+from baobab.train._cpu_copy import _copy_tree as _copy_state
 
 RULES = nn.DEFAULT_RULES
 ZERO = jnp.zeros((), jnp.uint8)
@@ -63,7 +63,7 @@ def test_the_state_copy_is_not_run_inline_on_the_calling_thread():
 
 @pytest.mark.parametrize("fsdp", [1, 8], ids=["1dev", "fsdp8"])
 def test_an_async_save_keeps_its_step_when_the_next_steps_donate_the_state(tmp_path, fsdp):
-    mesh = train.make_mesh(train.MeshSpec(data=1, fsdp=fsdp), devices=jax.devices()[:fsdp])
+    mesh = train.make_mesh(train.MeshConfig(data=1, fsdp=fsdp), devices=jax.devices()[:fsdp])
     state = _bump(small_state(mesh))
     saved = [S.raw(x) for x in jax.tree.leaves(state)]
     ckpt = train.Checkpointer(tmp_path, async_save=True)

@@ -17,6 +17,7 @@ import pytest
 
 from baobab import cli, tpu
 from baobab.config import load_config
+from baobab.plan_report import format_plan
 from baobab.planner import plan
 
 REPO = Path(__file__).resolve().parents[1]

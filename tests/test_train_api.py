@@ -5,8 +5,10 @@ from baobab import train
 TRAIN_PUBLIC = [
     # the contract
     "Batch", "EvalFn", "LossFn", "TrainState", "call_loss",
+    # the run's settings (the config sections)
+    "CheckpointConfig", "LoggingConfig", "MeshConfig", "TrainerConfig",
     # meshes, rules, batches, processes
-    "MeshSpec", "STRATEGY_RULES", "batch_sharding", "distributed_environment",
+    "STRATEGY_RULES", "batch_sharding", "distributed_environment",
     "initialize_distributed", "local_rows", "make_mesh", "put_batch",
     # optimizers, state, step, eval
     "NonFiniteError", "abstract_state", "adamw", "create_state", "evaluate", "jit_step",
@@ -14,7 +16,7 @@ TRAIN_PUBLIC = [
     "state_shardings", "weight_decay_mask",
     # checkpoints, metrics, the loop
     "CheckpointWarning", "Checkpointer", "MetricWriter", "Restored", "TrainResult", "finished_steps", "read_model",
-    "TrainerSettings", "read_metrics", "train",
+    "log_to_stderr", "read_metrics", "train",
 ]
 
 

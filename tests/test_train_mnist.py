@@ -56,15 +56,16 @@ def eval_fn(model, batch):
 def test_small_cnn_reaches_97_percent_on_embedded_mnist_in_under_2_minutes(tmp_path):
     mesh = train.make_mesh(devices=jax.devices()[:1])
     schedule = optax.warmup_cosine_decay_schedule(0.0, 3e-3, 20, STEPS)
-    settings = train.TrainerSettings(workdir=str(tmp_path), steps=STEPS, log_every=50,
-                                     checkpoint_every=0, progress=False)
+    trainer = train.TrainerConfig(workdir=str(tmp_path), steps=STEPS)
     loader = data.train_loader(data.mnist("train"), batch_size=BATCH, transforms=[NORMALIZE], seed=0)
     test_split = lambda: iter(data.eval_loader(data.mnist("test"), batch_size=500,  # noqa: E731
                                                transforms=[NORMALIZE]))
     start = time.perf_counter()
     with iter(loader) as batches:
         result = train.train(lambda k: SmallCNN(key=k), loss_fn,
-                             train.adamw(schedule, weight_decay=1e-4), batches, settings,
+                             train.adamw(schedule, weight_decay=1e-4), batches, trainer,
+                             checkpoint=train.CheckpointConfig(every=0),
+                             logging=train.LoggingConfig(log_every=50, progress=False),
                              eval_fn=eval_fn, eval_data=test_split, mesh=mesh)
     seconds = time.perf_counter() - start
     accuracy = result.eval_metrics["eval/accuracy"]

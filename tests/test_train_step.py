@@ -10,12 +10,13 @@ import pytest
 
 import test_train_support as S
 from baobab import nn, train
+from baobab.errors import ConfigError
 
 RULES = nn.DEFAULT_RULES
 MESHES = {
-    "data=8": train.MeshSpec(data=8),
-    "fsdp=8": train.MeshSpec(data=1, fsdp=8),
-    "data=2,fsdp=2,tensor=2": train.MeshSpec(data=2, fsdp=2, tensor=2),
+    "data=8": train.MeshConfig(data=8),
+    "fsdp=8": train.MeshConfig(data=1, fsdp=8),
+    "data=2,fsdp=2,tensor=2": train.MeshConfig(data=2, fsdp=2, tensor=2),
 }
 UP = "blocks.layer.up.weight"  # (layers=2, embed=16, mlp=32)
 # Local shard shape of UP on each mesh: embed splits over fsdp, mlp over tensor.
@@ -25,7 +26,7 @@ UP_SHARD = {"1 device": (2, 16, 32), "data=8": (2, 16, 32), "fsdp=8": (2, 2, 32)
 
 def mesh_for(name: str):
     if name == "1 device":
-        return train.make_mesh(train.MeshSpec(), devices=jax.devices()[:1])
+        return train.make_mesh(devices=jax.devices()[:1])
     return train.make_mesh(MESHES[name])
 
 
@@ -225,14 +226,19 @@ def test_loss_fn_must_return_a_scalar(batches):
         run_steps(S.make_net(), optax.sgd(0.1), mesh_for("1 device"), batches[:1], loss=per_example)
 
 
-def test_mesh_spec_and_batch_errors_are_explained():
-    assert train.MeshSpec(data=-1, tensor=2).resolve(8) == (4, 1, 2)
-    with pytest.raises(ValueError, match="at most one axis"):
-        train.MeshSpec(data=-1, fsdp=-1).resolve(8)
-    with pytest.raises(ValueError, match="needs 16 devices"):
-        train.MeshSpec(data=2, fsdp=8).resolve(8)
+def test_mesh_config_and_batch_errors_are_explained():
+    assert train.MeshConfig(data=-1, tensor=2).resolve(8) == (4, 1, 2)
+    with pytest.raises(ConfigError, match="mesh.data and mesh.fsdp are both -1; at most one axis"):
+        train.MeshConfig(data=-1, fsdp=-1)
+    with pytest.raises(ConfigError, match=r"mesh.data = 2, mesh.fsdp = 8, mesh.tensor = 1 needs 16 devices, "
+                                          r"but there are 8: .* -1 for one axis"):
+        train.MeshConfig(data=2, fsdp=8).resolve(8)
+    with pytest.raises(ConfigError, match=r"mesh.tensor = 3: the 8 devices do not divide"):
+        train.make_mesh(train.MeshConfig(tensor=3))
+    with pytest.raises(ConfigError, match="mesh.fsdp: 0 is not a size"):
+        train.MeshConfig(fsdp=0)
     mesh = mesh_for("data=8")
-    with pytest.raises(ValueError, match="multiple of 8"):
+    with pytest.raises(ValueError, match=r"batch\['x'\]: a global batch of 12 rows does not divide .* multiple of 8"):
         train.put_batch({"x": np.zeros((12, 3))}, mesh=mesh, rules=RULES)
     with pytest.raises(TypeError, match="dict"):
         train.put_batch([np.zeros((8, 3))], mesh=mesh, rules=RULES)

@@ -256,11 +256,11 @@ def main(args: dict[str, Any]) -> None:
         data = grain_batches(args.get("batch", 32), shard=jax.process_index(), num_shards=n)
     if args.get("slow_data"):
         data = _Slow(data, args["slow_data"], Path(args["workdir"]) / "drawing")
-    settings = train.TrainerSettings(
-        workdir=args["workdir"], steps=args["steps"], log_every=args.get("log_every", 1),
-        checkpoint_every=args.get("checkpoint_every", 0), mesh=train.MeshSpec(**args.get("mesh", {})),
-        progress=False)
-    result = train.train(make_net(), loss_fn, optimizer(), data, settings, config={"test": True})
+    result = train.train(make_net(), loss_fn, optimizer(), data,
+                         train.TrainerConfig(workdir=args["workdir"], steps=args["steps"]),
+                         checkpoint=train.CheckpointConfig(every=args.get("checkpoint_every", 0)),
+                         logging=train.LoggingConfig(log_every=args.get("log_every", 1), progress=False),
+                         mesh=train.MeshConfig(**args.get("mesh", {})), config={"test": True})
     print(json.dumps({"step": result.step, "preempted": result.preempted,
                       "process": jax.process_index()}), flush=True)
 

@@ -13,9 +13,14 @@ from ._core import LossFn as LossFn
 from ._core import TrainState as TrainState
 from ._core import call_loss as call_loss
 
+# The run's settings: the trainer, checkpoint, logging and mesh config sections.
+from ._settings import CheckpointConfig as CheckpointConfig
+from ._settings import LoggingConfig as LoggingConfig
+from ._settings import MeshConfig as MeshConfig
+from ._settings import TrainerConfig as TrainerConfig
+
 # Meshes, rules and batches.
 from ._mesh import STRATEGY_RULES as STRATEGY_RULES
-from ._mesh import MeshSpec as MeshSpec
 from ._mesh import batch_sharding as batch_sharding
 from ._mesh import local_rows as local_rows
 from ._mesh import make_mesh as make_mesh
@@ -46,6 +51,6 @@ from ._checkpoint_read import finished_steps as finished_steps
 from ._checkpoint_read import read_model as read_model
 from ._metrics import MetricWriter as MetricWriter
 from ._metrics import read_metrics as read_metrics
-from ._loop import TrainerSettings as TrainerSettings
-from ._loop import TrainResult as TrainResult
+from ._report import TrainResult as TrainResult
+from ._report import log_to_stderr as log_to_stderr
 from ._loop import train as train

@@ -7,6 +7,7 @@ Layout of ``<workdir>/checkpoints/<step>/`` (one directory per saved step)::
     data/     the data iterator's position: grain's orbax handler, one
               ``process_<i>-of-<n>.json`` per process
     config/   the resolved run config, as JSON (given by the caller)
+    metrics/  the loop's open metric window (per-step values since the last record), JSON
     run/      JSON facts needed to restore safely: process count, mesh shape, format
 
 Everything is arrays or JSON: no pickle anywhere.
@@ -58,12 +59,12 @@ from typing import Any, Mapping
 
 import grain
 import jax
-import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from baobab.errors import CheckpointError, ConfigError
 
 from ._core import TrainState
+from ._cpu_copy import copy_state, on_cpu
 
 __all__ = ["Checkpointer", "CheckpointWarning", "Restored", "supports_state"]
 
@@ -79,12 +80,13 @@ class CheckpointWarning(UserWarning):
 
 @dataclasses.dataclass(frozen=True)
 class Restored:
-    """What ``Checkpointer.restore`` found: the state, its step, and the saved config."""
+    """What ``Checkpointer.restore`` found: the state, its step, the saved config and metric window."""
 
     state: TrainState
     step: int
     config: dict | None
     path: Path
+    metrics: dict | None = None
 
 
 def supports_state(iterator: Any) -> bool:
@@ -110,41 +112,6 @@ class _Snapshot:
 
     def get_state(self) -> bytes:
         return self._bytes
-
-
-def _on_cpu(tree: Any) -> bool:
-    """Whether every array in ``tree`` lives on CPU devices (device memory is host memory)."""
-    arrays = [x for x in jax.tree.leaves(tree) if isinstance(x, jax.Array)]
-    return bool(arrays) and all(d.platform == "cpu" for x in arrays for d in x.devices())
-
-
-def _copy_leaf(x: jax.Array, zero: jax.Array) -> jax.Array:
-    """A bit-exact copy of ``x``, written as ``bits ^ 0`` with ``zero`` a runtime argument.
-
-    XLA:CPU runs an executable it counts under 1,000 FLOPs inline on the calling
-    thread, and a plain copy counts zero, so ``jnp.copy`` of a large state would
-    block the caller for the whole memcpy. The XOR counts one op per element: the
-    copy is dispatched asynchronously and runs on XLA's thread pool. Integer XOR
-    keeps every bit (a float multiply by 1 would flush denormals).
-    """
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(_copy_leaf(jax.random.key_data(x), zero),
-                                        impl=jax.random.key_impl(x))
-    if x.dtype == jnp.bool_:
-        return x ^ zero.astype(jnp.bool_)
-    width = (jnp.finfo(x.dtype).bits if jnp.issubdtype(x.dtype, jnp.floating)
-             else jnp.iinfo(x.dtype).bits if jnp.issubdtype(x.dtype, jnp.integer) else None)
-    bits = {8: jnp.uint8, 16: jnp.uint16, 32: jnp.uint32, 64: jnp.uint64}.get(width)
-    if bits is None or width != x.dtype.itemsize * 8:  # complex, int4, ...: a plain copy
-        return jnp.copy(x)
-    if x.dtype == bits:
-        return x ^ zero.astype(bits)
-    return jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(x, bits) ^ zero.astype(bits), x.dtype)
-
-
-# One dispatch copies the whole state into new buffers with the same shardings. The
-# copy is ordered before any later computation that donates the originals.
-_copy_state = jax.jit(lambda tree, zero: jax.tree.map(lambda x: _copy_leaf(x, zero), tree))
 
 
 class _RestoreTarget:
@@ -225,10 +192,12 @@ class Checkpointer:
     # ------------------------------------------------------------------------------ saving
 
     def save(self, step: int, state: TrainState, *, data_iterator: Any = None,
-             config: Mapping[str, Any] | None = None, mesh_shape: Mapping[str, int] | None = None) -> float:
+             config: Mapping[str, Any] | None = None, mesh_shape: Mapping[str, int] | None = None,
+             metrics: Mapping[str, Any] | None = None) -> float:
         """Start saving ``state`` at ``step``; returns the seconds the caller was blocked.
 
         The iterator's position is read now, so the caller may keep drawing batches.
+        ``config`` and ``metrics`` are JSON, restored as ``Restored.config``/``.metrics``.
         A step that is already saved is left alone (returns 0.0).
         """
         if step in self.all_steps():
@@ -241,11 +210,13 @@ class Checkpointer:
             run["data"] = type(data_iterator).__name__
         if config is not None:
             items["config"] = ocp.args.JsonSave(dict(config))
+        if metrics is not None:
+            items["metrics"] = ocp.args.JsonSave(dict(metrics))
         items["run"] = ocp.args.JsonSave(run)
         self._raise_failure()
         start = time.perf_counter()
-        if self._worker is not None and _on_cpu(state):
-            copied = _copy_state(state, jnp.zeros((), jnp.uint8))
+        if self._worker is not None and on_cpu(state):
+            copied = copy_state(state)
             self._queued.add(step)
             self._worker.submit(self._save_in_background, step, copied, items)
         else:
@@ -338,12 +309,25 @@ class Checkpointer:
                 f"new workdir; to start over on purpose, move the checkpoints away.") from failures[0][1]
         return None
 
+    def newest_config(self) -> tuple[int, dict] | None:
+        """``(step, config)`` saved with the newest readable checkpoint, read alone (before a restore)."""
+        self.wait()
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            if not (self.directory / str(step) / "config").exists():
+                return None
+            try:
+                return step, self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+            except Exception:  # unreadable: restore() skips it and says so
+                continue
+        return None
+
     def _restore_step(self, step: int, target: TrainState, data_iterator: Any) -> Restored:
         path = self.directory / str(step)
         run = self.manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore())).run
         items: dict[str, Any] = {"state": ocp.args.StandardRestore(target)}
-        if (path / "config").exists():
-            items["config"] = ocp.args.JsonRestore()
+        for name in ("config", "metrics"):
+            if (path / name).exists():
+                items[name] = ocp.args.JsonRestore()
         reposition_from = None
         if run.get("data") and data_iterator is not None:
             if not supports_state(data_iterator):
@@ -366,8 +350,8 @@ class Checkpointer:
         result = self.manager.restore(step, args=ocp.args.Composite(**items))
         if reposition_from is not None:
             _RestoreTarget(data_iterator).set_state(reposition_from.read_bytes())
-        config = result.config if "config" in items else None
-        return Restored(state=result.state, step=step, config=config, path=path)
+        return Restored(state=result.state, step=step, config=result.config if "config" in items else None,
+                        path=path, metrics=result.metrics if "metrics" in items else None)
 
     # ------------------------------------------------------------------------ bad checkpoints
 

@@ -37,7 +37,7 @@ Example (one step on one device):
     >>> from baobab import nn, train
     >>> def loss_fn(model, batch, key):
     ...     return jnp.mean((model(batch["x"]) - batch["y"]) ** 2)
-    >>> mesh = train.make_mesh(train.MeshSpec(), devices=jax.devices()[:1])
+    >>> mesh = train.make_mesh(devices=jax.devices()[:1])
     >>> state = train.create_state(lambda k: nn.Linear(4, 2, key=k), optax.sgd(0.1),
     ...                            mesh=mesh, rules=nn.DEFAULT_RULES)
     >>> batch = {"x": np.ones((8, 4), np.float32), "y": np.zeros((8, 2), np.float32)}

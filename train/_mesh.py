@@ -1,10 +1,10 @@
 """Meshes, strategy rule tables, and putting host batches onto the mesh.
 
-A ``MeshSpec`` gives the sizes of the three mesh axes baobab's rules use:
-``data`` (replicas), ``fsdp`` (parameter and optimizer-state shards, ZeRO-3 style)
-and ``tensor`` (tensor-parallel shards), with ``-1`` meaning "all the devices the
-other axes leave". Every mesh has all three axes, so one rule table fits all of
-them: an axis of size 1 splits nothing.
+A ``MeshConfig`` (``train/_settings.py``, the ``mesh.*`` section of a config) gives
+the sizes of the three mesh axes baobab's rules use: ``data`` (replicas), ``fsdp``
+(parameter and optimizer-state shards, ZeRO-3 style) and ``tensor`` (tensor-parallel
+shards), with ``-1`` meaning "all the devices the other axes leave". Every mesh has
+all three axes, so one rule table fits all of them: an axis of size 1 splits nothing.
 
 Data parallelism is ``jit`` over the ``data`` axis: the batch is sharded along
 ``data`` (and ``fsdp``), parameters are replicated across ``data``, and XLA inserts
@@ -17,72 +17,36 @@ parallel, ``fsdp=8`` is FSDP, ``tensor=2`` adds tensor parallelism.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from baobab import nn
+from baobab.errors import ShapeMismatchError
+from baobab.nn._sharding import batch_sharding as batch_sharding  # one definition, shared with baobab.data
 
-__all__ = ["MeshSpec", "make_mesh", "STRATEGY_RULES", "batch_sharding", "put_batch", "local_rows"]
+from ._settings import AXES, MeshConfig
 
-AXES = ("data", "fsdp", "tensor")
-
-
-@dataclasses.dataclass(frozen=True)
-class MeshSpec:
-    """Sizes of the ``data``, ``fsdp`` and ``tensor`` mesh axes; ``-1`` is "the rest".
-
-    >>> from baobab import train
-    >>> train.MeshSpec(data=2, fsdp=-1).resolve(8)
-    (2, 4, 1)
-    """
-
-    data: int = -1
-    fsdp: int = 1
-    tensor: int = 1
-
-    def resolve(self, num_devices: int) -> tuple[int, int, int]:
-        """The concrete ``(data, fsdp, tensor)`` sizes for ``num_devices`` devices."""
-        sizes = (self.data, self.fsdp, self.tensor)
-        for name, size in zip(AXES, sizes, strict=True):
-            if not isinstance(size, int) or (size < 1 and size != -1):
-                raise ValueError(f"MeshSpec.{name} must be a positive int or -1, got {size!r}.")
-        rest = [i for i, s in enumerate(sizes) if s == -1]
-        if len(rest) > 1:
-            raise ValueError(f"MeshSpec{sizes}: at most one axis may be -1 (the rest).")
-        fixed = math.prod(s for s in sizes if s != -1)
-        if rest:
-            if num_devices % fixed:
-                raise ValueError(
-                    f"MeshSpec{sizes}: {num_devices} devices do not divide by the fixed axes' "
-                    f"product {fixed}.")
-            sizes = tuple(num_devices // fixed if s == -1 else s for s in sizes)
-        if math.prod(sizes) != num_devices:
-            raise ValueError(
-                f"MeshSpec(data={sizes[0]}, fsdp={sizes[1]}, tensor={sizes[2]}) needs "
-                f"{math.prod(sizes)} devices, but {num_devices} are available. Use -1 for one "
-                f"axis to take the rest.")
-        return sizes  # type: ignore[return-value]
+__all__ = ["make_mesh", "STRATEGY_RULES", "batch_sharding", "put_batch", "local_rows"]
 
 
-def make_mesh(spec: MeshSpec = MeshSpec(), *, devices: Sequence[Any] | None = None) -> Mesh:
+def make_mesh(config: MeshConfig | None = None, *, devices: Sequence[Any] | None = None) -> Mesh:
     """A ``(data, fsdp, tensor)`` mesh over ``devices`` (default: all), with Auto axes.
 
-    ``AxisType.Auto`` keeps classic GSPMD propagation: shardings are set at the
-    step's inputs and outputs and XLA propagates them inside.
+    ``config`` is a ``MeshConfig`` (default: every device on ``data``). ``AxisType.Auto``
+    keeps classic GSPMD propagation: shardings are set at the step's inputs and outputs
+    and XLA propagates them inside.
 
     >>> import jax
     >>> from baobab import train
-    >>> mesh = train.make_mesh(train.MeshSpec(), devices=jax.devices()[:1])
+    >>> mesh = train.make_mesh(train.MeshConfig(), devices=jax.devices()[:1])
     >>> dict(mesh.shape)
     {'data': 1, 'fsdp': 1, 'tensor': 1}
     """
     devices = list(jax.devices() if devices is None else devices)
-    sizes = spec.resolve(len(devices))
+    sizes = (config or MeshConfig()).resolve(len(devices))
     auto = (jax.sharding.AxisType.Auto,) * 3
     return jax.make_mesh(sizes, AXES, axis_types=auto, devices=devices)
 
@@ -105,27 +69,6 @@ STRATEGY_RULES: dict[str, dict[str, Any]] = {
 }
 
 
-def _batch_spec(ndim: int, rules: Mapping[str, Any], mesh: Mesh) -> PartitionSpec:
-    axes = ("batch",) + (None,) * (ndim - 1)
-    return nn.logical_to_mesh(axes, rules, mesh, where="batch")
-
-
-def batch_sharding(ndim: int, *, mesh: Mesh, rules: Mapping[str, Any]) -> NamedSharding:
-    """The sharding of a batch leaf with ``ndim`` dims: dim 0 along the ``"batch"`` rule."""
-    return NamedSharding(mesh, _batch_spec(max(ndim, 1), rules, mesh))
-
-
-def _check_divisible(x: Any, sharding: NamedSharding, name: str) -> None:
-    spec = sharding.spec[0] if len(sharding.spec) else None
-    axes = () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
-    size = math.prod(sharding.mesh.shape[a] for a in axes)
-    rows = x.shape[0] * (jax.process_count() if not isinstance(x, jax.Array) else 1)
-    if rows % size:
-        raise ValueError(
-            f"batch[{name!r}] has {rows} rows (global), which do not divide by the {size} "
-            f"batch shards (mesh axes {axes}). Make the global batch a multiple of {size}.")
-
-
 def put_batch(batch: Mapping[str, Any], *, mesh: Mesh, rules: Mapping[str, Any]) -> dict[str, jax.Array]:
     """Turn a batch into global arrays sharded along ``"batch"`` on ``mesh``.
 
@@ -145,17 +88,19 @@ def put_batch(batch: Mapping[str, Any], *, mesh: Mesh, rules: Mapping[str, Any])
             f"{type(batch).__name__}. Make the data iterator yield dicts.")
     out = {}
     for name, x in batch.items():
-        if isinstance(x, jax.Array):
-            sharding = batch_sharding(x.ndim, mesh=mesh, rules=rules)
-            _check_divisible(x, sharding, name)
-            out[name] = x if x.sharding == sharding else jax.device_put(x, sharding)
-            continue
-        x = np.asarray(x)
-        sharding = batch_sharding(x.ndim, mesh=mesh, rules=rules)
+        is_global = isinstance(x, jax.Array)
+        x = x if is_global else np.asarray(x)
         if x.ndim == 0:
-            raise ValueError(f"batch[{name!r}] is a scalar; every batch leaf needs a leading batch dim.")
-        _check_divisible(x, sharding, name)
-        out[name] = jax.make_array_from_process_local_data(sharding, x)
+            raise ShapeMismatchError(f"batch[{name!r}] is a scalar; every batch leaf needs a leading batch dim.")
+        rows = x.shape[0] * (1 if is_global else jax.process_count())
+        try:
+            sharding = batch_sharding(x.ndim, mesh=mesh, rules=rules, rows=rows)
+        except ShapeMismatchError as err:
+            raise ShapeMismatchError(f"batch[{name!r}]: {err}") from None
+        if is_global:
+            out[name] = x if x.sharding == sharding else jax.device_put(x, sharding)
+        else:
+            out[name] = jax.make_array_from_process_local_data(sharding, x)
     return out
 
 

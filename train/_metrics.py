@@ -10,7 +10,8 @@ Only process 0 writes; on other processes the writer and the bar do nothing.
   written by ``_tensorboard.py`` (neither TensorFlow nor torch is imported); events
   past the restored step are purged on resume.
 * A tqdm bar with step, loss, learning rate, throughput and ETA when stderr is a
-  terminal; in non-interactive logs, one plain log line per logging interval.
+  terminal; otherwise (or with ``logging.progress=False``) one plain log line per
+  record: ``step 400/1000 | loss 0.1234 | lr 3.000e-03 | examples/s 5,120.0 | eta 0:00:42``.
 """
 
 from __future__ import annotations
@@ -95,7 +96,10 @@ def _eta(seconds: float) -> str:
 
 
 class Progress:
-    """A tqdm bar on a terminal, plain log lines otherwise; silent off process 0."""
+    """A tqdm bar, or one plain log line per record; silent off process 0.
+
+    ``interactive``: True a bar, False log lines, None a bar only when stderr is a terminal.
+    """
 
     def __init__(self, total: int, initial: int, *, enabled: bool, interactive: bool | None = None):
         self.total = total
@@ -110,22 +114,23 @@ class Progress:
         self.bar.update(n)
 
     def show(self, step: int, metrics: Mapping[str, float], seconds_per_step: float) -> None:
-        """Show the latest metrics (at a logging interval)."""
+        """Show a record's metrics: on the bar, or as one log line (loss, lr, throughput, ETA)."""
         if not self.enabled:
             return
         parts = {"loss": metrics.get("train/loss")}
         if "train/learning_rate" in metrics:
             parts["lr"] = metrics["train/learning_rate"]
-        parts["ex/s"] = metrics.get("train/examples_per_s")
-        if "train/tokens_per_s" in metrics:
-            parts["tok/s"] = metrics["train/tokens_per_s"]
         shown = {k: _fmt(v) for k, v in parts.items() if v is not None}
+        rates = {"ex/s": metrics.get("train/examples_per_s"), "tok/s": metrics.get("train/tokens_per_s")}
         if self.interactive:
+            shown.update({k: _fmt(v) for k, v in rates.items() if v is not None})
             self.bar.set_postfix(shown, refresh=True)
-        else:
-            eta = _eta((self.total - step) * seconds_per_step)
-            text = " | ".join(f"{k} {v}" for k, v in shown.items())
-            log.info("step %d/%d | %s | eta %s", step, self.total, text, eta)
+            return
+        names = {"ex/s": "examples/s", "tok/s": "tokens/s"}
+        shown.update({names[k]: f"{v:,.1f}" for k, v in rates.items() if v is not None})
+        eta = _eta((self.total - step) * seconds_per_step)
+        text = " | ".join(f"{k} {v}" for k, v in shown.items())
+        log.info("step %d/%d | %s | eta %s", step, self.total, text, eta)
 
     def close(self) -> None:
         self.bar.close()
