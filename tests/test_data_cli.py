@@ -57,8 +57,9 @@ def test_prepare_arrays_from_npz_shows_progress(tmp_path, capsys):
 
 
 def test_prepare_errors_are_one_line_not_a_traceback(tmp_path, capsys):
-    assert main(["data", "prepare", "arrays", str(tmp_path / "missing.npz"), "--out", str(tmp_path)]) == 1
-    assert "error: numpy file" in capsys.readouterr().err
+    assert main(["data", "prepare", "arrays", str(tmp_path / "missing.npz"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "error: numpy file" in err and len(err.strip().splitlines()) == 1, err  # a user error: one line
     assert main(["data", "prepare", "images", "a", "b", "--out", str(tmp_path)]) == 2
     with pytest.raises(SystemExit):
         main(["data", "prepare", "video", "x", "--out", str(tmp_path)])
