@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from baobab import train
+
+    train.log_to_stderr()  # progress, banner and warnings as plain lines, also when stderr is not a terminal
     try:
         return args.func(args)
     except UserError as err:

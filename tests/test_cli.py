@@ -97,11 +97,14 @@ def test_train_eval_plot_and_resume_after_interrupt(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
+    # stderr is a pipe, not a terminal: the run still says what it does, line by line
+    assert " baobab.train: Training to step 40 " in err and " baobab.train: step 5/40 | loss " in err, err
     stopped = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert 10 <= stopped < 40
     # Resume: same command, continues from the checkpoint to the end.
     out = run("train", REPO / "configs" / "mnist_cnn.py", *common, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+    assert f"resumed from step {stopped} (" in out.stderr and " baobab.train: step 40/40 | " in out.stderr, out.stderr
     final = last_json(out.stdout)
     assert final["step"] == 40 and final["eval/accuracy"] > 0.5
     steps = [r["step"] for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
