@@ -27,3 +27,31 @@ def mesh8():
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+class _HostMemoryLeftAlone:
+    """Stands in for ``baobab.host_memory`` inside ``baobab.cli`` during the tests."""
+
+    calls = 0
+
+    @classmethod
+    def configure(cls):
+        cls.calls += 1
+        return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cli_leaves_the_test_process_malloc_alone():
+    """``cli.main`` called in this process does not apply ``host_memory.configure()``.
+
+    That setting is the process's (one arena, never trim), right for a ``baobab`` run,
+    wrong for a pytest process that hosts ~1000 tests: once one test called ``cli.main``
+    in-process, glibc kept every later test's peak heap and the suite's RSS climbed past
+    10 GB. Subprocess runs of the CLI (tests/test_cli.py, tests/test_host_memory.py) still
+    apply it; ``tests/test_host_memory.py`` tests ``configure`` itself.
+    """
+    import baobab.cli
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(baobab.cli, "host_memory", _HostMemoryLeftAlone)
+        yield _HostMemoryLeftAlone

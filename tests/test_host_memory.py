@@ -116,3 +116,12 @@ def test_an_unknown_setting_names_the_variable_and_the_choices(monkeypatch):
     monkeypatch.setenv("BAOBAB_HOST_MEMORY", "off")
     with pytest.raises(ConfigError, match=r"BAOBAB_HOST_MEMORY='off' is not a choice.*=system"):
         host_memory.configure()
+
+
+def test_the_cli_applies_it_first_thing(cli_leaves_the_test_process_malloc_alone, capsys):
+    from baobab import cli
+
+    before = cli_leaves_the_test_process_malloc_alone.calls
+    assert cli.main([]) == 2  # no subcommand: help, exit 2, but the process was set up first
+    assert cli_leaves_the_test_process_malloc_alone.calls == before + 1
+    assert "usage: baobab" in capsys.readouterr().out
