@@ -32,6 +32,8 @@ from ._params import unfreeze as unfreeze
 from ._precision import Policy as Policy
 from ._precision import with_policy as with_policy
 from ._sharding import DEFAULT_RULES as DEFAULT_RULES
+from ._kernel_mesh import kernel_mesh as kernel_mesh
+from ._kernel_mesh import current_kernel_mesh as current_kernel_mesh
 from ._sharding import create_sharded as create_sharded
 from ._sharding import logical_to_mesh as logical_to_mesh
 from ._sharding import shardings as shardings
@@ -46,6 +48,7 @@ from ._tree import iter_modules as iter_modules
 from ._tree import map_arrays as map_arrays
 
 # --- the layer library ---
+from ._attention_fn import attention as attention
 from ._attention import MultiHeadAttention as MultiHeadAttention
 from ._batchnorm import BatchNorm as BatchNorm
 from ._conv import Conv as Conv

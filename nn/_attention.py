@@ -1,9 +1,8 @@
 """``MultiHeadAttention``: self- and cross-attention with GQA/MQA, RoPE, masks and a KV cache.
 
-The attention itself is ``jax.nn.dot_product_attention`` on accelerators, and
-``attention_cpu`` (``_attention_cpu.py``) when JAX runs on the CPU; this layer adds the
-projections, head split/merge, rotary embedding, the masks (boolean mask,
-causal, packed-sequence segments, cache validity) and the decoding cache.
+The attention itself is ``nn.attention`` (``_attention_fn.py``), whose implementation is
+chosen for the platform the program is compiled for; this layer adds the projections,
+head split/merge, rotary embedding, the checks of its masks and the decoding cache.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _context
-from ._attention_cpu import attention_cpu
+from ._attention_fn import IMPLEMENTATIONS, attention
 from ._checks import ShapeError, check_dim, check_ndim
 from ._keys import subkey
 from ._kv_cache import KVCache
@@ -25,12 +24,6 @@ from ._positional import RotaryEmbedding
 
 __all__ = ["MultiHeadAttention"]
 
-#: Values of ``implementation`` passed through to ``jax.nn.dot_product_attention``.
-IMPLEMENTATIONS = (None, "xla", "cudnn")
-#: Kernels that exist elsewhere but are not wired into this layer yet.
-NOT_WIRED = ("flash", "splash", "pallas")
-
-
 def _uniform(bound: float):
     def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
         return jax.random.uniform(key, shape, dtype, -bound, bound)
@@ -39,18 +32,10 @@ def _uniform(bound: float):
 
 
 def _check_implementation(implementation: object) -> str | None:
-    if implementation in NOT_WIRED:
-        raise NotImplementedError(
-            f"MultiHeadAttention: implementation={implementation!r} is not wired into baobab yet. "
-            f"What exists: None or 'xla' (XLA attention, every backend) and 'cudnn' (cuDNN's "
-            f"fused flash attention on NVIDIA GPUs), both through jax.nn.dot_product_attention. "
-            f"On TPU a Pallas splash-attention kernel exists at "
-            f"jax.experimental.pallas.ops.tpu.splash_attention, but this layer does not call it."
-        )
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(
-            f"MultiHeadAttention: unknown implementation {implementation!r}; "
-            f"use one of {list(IMPLEMENTATIONS)}."
+            f"MultiHeadAttention: unknown implementation {implementation!r}; use one of "
+            f"{list(IMPLEMENTATIONS)} (None: chosen per compile platform, see nn.attention)."
         )
     return implementation  # type: ignore[return-value]
 
@@ -114,15 +99,15 @@ class MultiHeadAttention(Module):
       ``(out, new_cache)``: the new keys/values are written at ``cache.index``, and
       attention is causal over every cached position ``< cache.index + T``.
 
+    * ``key``: a PRNG key for attention dropout (``dropout_rate > 0`` in training mode).
+
     All masks combine (logical and). A query that may attend to nothing gets the mean
     of the values (``jax.nn.dot_product_attention``'s behaviour); mask it downstream.
 
-    ``implementation`` is passed to ``jax.nn.dot_product_attention``: ``None``/``"xla"``
-    (any backend) or ``"cudnn"`` (NVIDIA GPU, bf16/fp16 inputs). When JAX runs on the
-    CPU, ``None``/``"xla"`` use ``attention_cpu`` (``_attention_cpu.py``) instead: the same
-    result, laid out to run about 1.5x faster on XLA:CPU. ``"flash"`` raises
-    ``NotImplementedError``: a TPU splash kernel exists but is not wired in. There is
-    no attention dropout.
+    ``implementation`` is ``nn.attention``'s: ``None`` picks per compile platform (the
+    CPU layout on CPU, cuDNN on NVIDIA GPUs for bf16/fp16, the Pallas splash kernel on
+    TPU); ``"xla"``, ``"cpu"``, ``"cudnn"`` or ``"splash"`` force one. ``dropout_rate``
+    drops attention weights in training mode (``nn.eval_mode`` turns it off).
 
     >>> import jax, jax.numpy as jnp
     >>> from baobab import nn
@@ -150,11 +135,13 @@ class MultiHeadAttention(Module):
     out_features: int = static()
     context_features: int = static()
     implementation: str | None = static(default=None)
+    dropout_rate: float = static(default=0.0)
+    training: bool = static(default=True)
 
     def __init__(self, features: int, num_heads: int, *, key: jax.Array, num_kv_heads: int | None = None,
                  head_dim: int | None = None, use_bias: bool = True, rotary: RotaryEmbedding | None = None,
                  implementation: str | None = None, out_features: int | None = None,
-                 context_features: int | None = None, dtype=jnp.float32):
+                 context_features: int | None = None, dropout_rate: float = 0.0, dtype=jnp.float32):
         _positive_int("features", features)
         _positive_int("num_heads", num_heads)
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
@@ -193,6 +180,15 @@ class MultiHeadAttention(Module):
         self.out_features = out_features
         self.context_features = context_features
         self.implementation = _check_implementation(implementation)
+        if isinstance(dropout_rate, bool) or not isinstance(dropout_rate, (int, float)) or not 0 <= dropout_rate < 1:
+            raise ValueError(f"MultiHeadAttention: dropout_rate must be a number in [0, 1), got {dropout_rate!r}.")
+        if dropout_rate and implementation in ("cpu", "cudnn", "splash"):
+            raise NotImplementedError(
+                f"MultiHeadAttention: implementation={implementation!r} has no attention dropout; "
+                f"use implementation=None or 'xla' with dropout_rate={dropout_rate}."
+            )
+        self.dropout_rate = float(dropout_rate)
+        self.training = True
         self.rotary = rotary
 
         stacked = (num_heads + 2 * num_kv_heads) * head_dim  # torch's in_proj_weight rows
@@ -224,8 +220,8 @@ class MultiHeadAttention(Module):
 
     def __call__(self, x: jax.Array, context: jax.Array | None = None, *, mask: jax.Array | None = None,
                  causal: bool = False, segment_ids: jax.Array | None = None,
-                 positions: jax.Array | None = None,
-                 cache: KVCache | None = None) -> jax.Array | tuple[jax.Array, KVCache]:
+                 positions: jax.Array | None = None, cache: KVCache | None = None,
+                 key: jax.Array | None = None) -> jax.Array | tuple[jax.Array, KVCache]:
         check_ndim(x, 3, "input (B, T, features)")
         check_dim(x, -1, self.features, "features")
         B, T, _ = x.shape
@@ -244,34 +240,24 @@ class MultiHeadAttention(Module):
             q = self.rotary(q, positions)  # (B, T, H, D)
             k = self.rotary(k, positions)  # (B, T, K, D)
 
-        masks = []  # each broadcastable to (B, H|1, T, S)
+        q_positions = kv_positions = None
         if cache is not None:
             cache = cache.append(k, v)
             k = cache.k.astype(q.dtype)  # (B, L, K, D)
             v = cache.v.astype(q.dtype)  # (B, L, K, D)
-            q_pos = start + jnp.arange(T)  # (T,)
-            visible = jnp.arange(cache.max_len)[None, :] <= q_pos[:, None]  # (T, L)
-            masks.append(visible[None, None])
-            causal = False  # `visible` is the causal mask, shifted by `start`
-        S = k.shape[1]
+            q_positions = start + jnp.arange(T)  # (T,): the new tokens, after the cached ones
+            kv_positions = jnp.arange(cache.max_len)  # (L,): unfilled slots lie in the future
+            causal = True
         if mask is not None:
-            masks.append(_as_4d_mask(mask, B, H, T, S))
-        if segment_ids is not None:
-            same = segment_ids[:, :, None] == segment_ids[:, None, :]  # (B, T, T)
-            masks.append(same[:, None])
-        combined = None
-        if masks:
-            combined = masks[0]
-            for m in masks[1:]:
-                combined = jnp.logical_and(combined, m)
-            combined = jnp.broadcast_to(combined, (B, combined.shape[1], T, S))  # (B, H|1, T, S)
-
-        self._check_backend(q)
-        if self.implementation in (None, "xla") and jax.default_backend() == "cpu":
-            out = attention_cpu(q, k, v, mask=combined, is_causal=causal)  # (B, T, H, D)
-        else:
-            out = jax.nn.dot_product_attention(q, k, v, mask=combined, is_causal=causal,
-                                               implementation=self.implementation)  # (B, T, H, D)
+            mask = _as_4d_mask(mask, B, H, T, k.shape[1])
+        if self.training and self.dropout_rate > 0.0 and key is None:
+            raise ValueError(
+                f"{_context.where()} (dropout_rate={self.dropout_rate}) is in training mode but was "
+                f"called without a key; pass key=, or use nn.eval_mode(model) to evaluate."
+            )
+        out = attention(q, k, v, causal=causal, mask=mask, segment_ids=segment_ids, q_positions=q_positions,
+                        kv_positions=kv_positions, dropout_rate=self.dropout_rate if self.training else 0.0,
+                        key=key, implementation=self.implementation)  # (B, T, H, D)
         if cache is not None:  # overflow cannot raise under jit: poison the output instead
             out = jnp.where(start + T > cache.max_len, jnp.nan, out)
         out = self.o(einops.rearrange(out, "b t h d -> b t (h d)"))  # (B, T, out_features)
@@ -309,19 +295,4 @@ class MultiHeadAttention(Module):
                 f"{where}: positions are only used by a rotary embedding, and this layer has "
                 f"rotary=None. Add positional embeddings to the input instead, or build the layer "
                 f"with rotary=nn.RotaryEmbedding({self.head_dim})."
-            )
-
-    def _check_backend(self, q: jax.Array) -> None:
-        if self.implementation != "cudnn":
-            return
-        backend = jax.default_backend()
-        if backend != "gpu":
-            raise ValueError(
-                f"{_context.where()}: implementation='cudnn' needs an NVIDIA GPU with cuDNN, but "
-                f"JAX's default backend is {backend!r}. Use implementation=None (XLA, any backend)."
-            )
-        if q.dtype not in (jnp.bfloat16, jnp.float16):
-            raise TypeError(
-                f"{_context.where()}: implementation='cudnn' computes in bfloat16 or float16, got "
-                f"{q.dtype}. Run under a bf16 policy (nn.with_policy) or use implementation='xla'."
             )

@@ -33,12 +33,15 @@ def _softmax_values(logits: jax.Array, v: jax.Array) -> jax.Array:
 
 
 def attention_cpu(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
-                  is_causal: bool = False) -> jax.Array:
+                  is_causal: bool = False, *, scale: float | None = None,
+                  softcap: float | None = None) -> jax.Array:
     """Scaled dot-product attention laid out for XLA:CPU; same result as ``jax.nn.dot_product_attention``.
 
     ``q``: ``(B, T, H, D)``; ``k``, ``v``: ``(B, S, K, D)`` with ``K`` dividing ``H``
     (grouped-query attention); ``mask``: boolean, broadcastable to ``(B, H, T, S)``,
-    True = attend; ``is_causal``: query ``t`` sees keys ``s <= t``. Returns ``(B, T, H, D)``.
+    True = attend; ``is_causal``: query ``t`` sees keys ``s <= t``; ``scale`` multiplies
+    the logits (default ``D ** -0.5``); ``softcap`` bounds them to ``softcap * tanh(l / softcap)``.
+    Returns ``(B, T, H, D)``.
 
     Differences from ``jax.nn.dot_product_attention``'s XLA path, which together make
     the attention of a GPT-2-style layer (B=16, T=128, 4 heads of 64, fwd + bwd, one
@@ -55,7 +58,8 @@ def attention_cpu(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | No
     B, T, H, D = q.shape
     S, K = k.shape[1], k.shape[2]
     G = H // K
-    q = (q * jnp.asarray(D ** -0.5, q.dtype)).reshape(B, T, K, G, D).transpose(0, 2, 3, 1, 4)  # (B, K, G, T, D)
+    scale = D ** -0.5 if scale is None else scale
+    q = (q * jnp.asarray(scale, q.dtype)).reshape(B, T, K, G, D).transpose(0, 2, 3, 1, 4)  # (B, K, G, T, D)
     k = k.transpose(0, 2, 1, 3)  # (B, K, S, D)
     v = v.transpose(0, 2, 1, 3)  # (B, K, S, D)
     big = jnp.asarray(-0.7 * float(jnp.finfo(jnp.float32).max), jnp.float32)
@@ -63,6 +67,8 @@ def attention_cpu(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | No
     def logits(a: int, b: int, keys: int) -> jax.Array:  # query rows [a, b) against keys [0, keys)
         rows = q[:, :, :, a:b].reshape(B, K, G * (b - a), D)  # the heads of a group stacked along rows
         out = jnp.einsum("bkqd,bksd->bkqs", rows, k[:, :, :keys], preferred_element_type=jnp.float32)
+        if softcap is not None:
+            out = softcap * jnp.tanh(out / softcap)
         return out.reshape(B, K, G, b - a, keys)
 
     if mask is None and is_causal:

@@ -9,11 +9,11 @@ NN_PUBLIC = [
     "iter_modules", "labels", "load_state_dict", "logical_axes", "logical_to_mesh", "map_arrays",
     "named_parameters", "param", "path_matches", "replace", "shardings", "state", "state_dict",
     "stateful_call", "static", "subkey", "summary", "train_mode", "trainable", "unfreeze",
-    "update_state", "with_policy",
+    "update_state", "with_policy", "kernel_mesh", "current_kernel_mesh",
     # layers
     "AdaptiveAvgPool", "AvgPool", "BatchNorm", "Conv", "ConvTranspose", "Dropout", "Embedding", "GatedMLP",
     "GlobalAvgPool", "GroupNorm", "KVCache", "Lambda", "LayerNorm", "LearnedPositionalEmbedding", "Linear",
-    "LoRALinear", "lora", "merge_lora",
+    "LoRALinear", "lora", "merge_lora", "attention",
     "MLP", "MaxPool", "MultiHeadAttention", "RMSNorm", "Rearrange", "Reduce", "RopeScaling",
     "RotaryEmbedding", "Sequential", "SinusoidalPositionalEmbedding",
 ]
