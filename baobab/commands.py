@@ -66,7 +66,7 @@ def run_eval(config: ExperimentConfig) -> dict[str, float]:
     if eval_data is None:
         raise ConfigError(f"data.kind = {config.data.kind!r} has no eval split configured")
     model, step = restore_model(config, mesh)
-    metrics = btrain.evaluate(btrain.make_eval_step(task_of(config).eval), model, eval_data(), mesh=mesh,
+    metrics = btrain.evaluate(btrain.make_eval_step(task_of(config).eval, mesh=mesh, rules=rules(config)), model, eval_data(), mesh=mesh,
                               rules=rules(config))
     return {"step": step, **metrics}
 

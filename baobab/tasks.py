@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from baobab import nn
+from baobab.errors import ConfigError
 
 __all__ = ["Task", "TASKS", "forward"]
 
@@ -52,10 +53,23 @@ class Task:
     tokens_key: Optional[str] = None
 
 
-def forward(model: nn.Module, *inputs: jax.Array, key: jax.Array | None) -> jax.Array:
-    """``model(*inputs, key=key)`` when the model takes a key (dropout), else ``model(*inputs)``."""
-    takes_key = "key" in inspect.signature(type(model).__call__).parameters
-    return model(*inputs, key=key) if key is not None and takes_key else model(*inputs)
+def forward(model: nn.Module, *inputs: jax.Array, key: jax.Array | None, **packing: jax.Array) -> jax.Array:
+    """``model(*inputs, key=key, **packing)``; the key only when the model takes one (dropout).
+
+    ``packing`` (``segment_ids=``, ``positions=``) is what packed data produced; a model
+    that cannot take it is refused, since it would attend across documents.
+    """
+    parameters = inspect.signature(type(model).__call__).parameters
+    missing = [name for name in packing if name not in parameters]
+    if missing:
+        raise ConfigError(
+            f"the data is packed (several documents per row) but {type(model).__name__}.__call__ takes no "
+            f"{', '.join(missing)}: it would attend across documents. Give the model segment_ids= and "
+            f"positions= keyword arguments, as the zoo's GPT2 and Llama have."
+        )
+    if key is not None and "key" in parameters:
+        return model(*inputs, key=key, **packing)
+    return model(*inputs, **packing)
 
 
 def _cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -149,11 +163,21 @@ def _text_check(m, info) -> list[str]:
 
 
 def _lm_terms(model, batch, key):
+    """Per-token loss, correctness and weight. On packed rows the model gets the input's
+    segment ids and in-document positions (documents stay apart in attention), and a
+    target counts only where it continues the input's document: not padding, and not
+    the first token of the next document, which nothing before it in its row can predict."""
     tokens = batch["tokens"]  # (B, T + 1)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T)
-    logits = forward(model, inputs, key=key).astype(jnp.float32)  # (B, T, vocab)
-    seg = batch.get("tokens_segment_ids")
-    weight = jnp.ones(targets.shape, jnp.float32) if seg is None else (seg[:, 1:] > 0).astype(jnp.float32)
+    seg, pos = batch.get("tokens_segment_ids"), batch.get("tokens_positions")
+    packing = {} if seg is None else {"segment_ids": seg[:, :-1]}
+    if pos is not None:
+        packing["positions"] = pos[:, :-1]
+    logits = forward(model, inputs, key=key, **packing).astype(jnp.float32)  # (B, T, vocab)
+    if seg is None:
+        weight = jnp.ones(targets.shape, jnp.float32)
+    else:
+        weight = ((seg[:, 1:] > 0) & (seg[:, 1:] == seg[:, :-1])).astype(jnp.float32)  # (B, T)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets) * weight  # (B, T)
     correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32) * weight
     return loss, correct, weight

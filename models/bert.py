@@ -177,7 +177,7 @@ class BertSelfAttention(nn.Module):
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         split = functools.partial(einops.rearrange, pattern="b t (h d) -> b t h d", h=self.num_heads)
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))  # (B, T, H, Dh)
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :])  # keys (B, 1, 1, S)
+        out = nn.attention(q, k, v, mask=mask[:, None, None, :])  # key padding (B, 1, 1, S)
         return einops.rearrange(out, "b t h d -> b t (h d)")  # (B, T, D)
 
 

@@ -1,7 +1,7 @@
 """Sampling from a language model with its KV cache: greedy, temperature, top-k and top-p.
 
 Works with any model that has ``init_cache(batch, max_len)`` and
-``model(ids, cache=cache) -> (logits, cache)`` (``GPT2`` and ``Llama``). The whole
+``model.decode(ids, cache) -> (logits, cache)`` (``GPT2`` and ``Llama``). The whole
 loop is one jitted function: a prefill of the prompt, then ``lax.scan`` over the
 new tokens, one position per step.
 
@@ -99,13 +99,13 @@ def _generate(model, prompt_ids, key, *, steps, temperature, top_k, top_p, eos_i
     B, T0 = prompt_ids.shape
     pick = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
     cache = model.init_cache(B, T0 + steps, dtype=cache_dtype)
-    logits, cache = model(prompt_ids, cache=cache)  # (B, T0, V): the prefill
+    logits, cache = model.decode(prompt_ids, cache)  # (B, T0, V): the prefill
     first = pick(logits[:, -1], jax.random.fold_in(key, 0))  # (B,)
     done = jnp.zeros((B,), bool) if eos_id is None else first == eos_id
 
     def step(carry, i):
         token, cache, done = carry
-        logits, cache = model(token[:, None], cache=cache)  # (B, 1, V)
+        logits, cache = model.decode(token[:, None], cache)  # (B, 1, V)
         new = pick(logits[:, -1], jax.random.fold_in(key, i))  # (B,)
         if eos_id is not None:
             new = jnp.where(done, eos_id, new)

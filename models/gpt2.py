@@ -2,8 +2,9 @@
 
 Token and position embeddings, ``num_layers`` pre-norm blocks (LayerNorm, causal
 self-attention, LayerNorm, GELU MLP, all with biases), a final LayerNorm, and the
-unembedding tied to the token embedding. Decoding uses an explicit KV cache:
-``init_cache`` and ``model(ids, cache=cache) -> (logits, cache)``; see
+unembedding tied to the token embedding. Attention is ``nn.attention``. Packed rows
+take ``segment_ids=`` and ``positions=``. Decoding uses an explicit KV cache:
+``init_cache`` and ``model.decode(ids, cache) -> (logits, cache)``; see
 ``models.generate`` for sampling.
 
 Parameter paths copy Hugging Face ``GPT2LMHeadModel`` (``models.hf.gpt2_names(config)``
@@ -40,8 +41,8 @@ for tensor-parallel training.
 >>> ids = jnp.zeros((2, 8), jnp.int32)  # (B, T)
 >>> model(ids).shape  # (B, T, V)
 (2, 8, 100)
->>> logits, cache = model(ids, cache=model.init_cache(2, 16))  # prefill
->>> logits, cache = model(ids[:, :1], cache=cache)  # one more token, at position 8
+>>> logits, cache = model.decode(ids, model.init_cache(2, 16))  # prefill
+>>> logits, cache = model.decode(ids[:, :1], cache)  # one more token, at position 8
 >>> logits.shape
 (2, 1, 100)
 """
@@ -60,6 +61,8 @@ import pydantic
 from baobab import nn
 from baobab.config import Config
 
+from ._decoder import apply_layers, cache_index, check_token_inputs, decode_layers, layer_caches
+
 __all__ = ["GPT2Config", "GPT2", "GPT2Block"]
 
 ACTIVATIONS = {
@@ -77,7 +80,7 @@ class GPT2Config(Config):
     [n_positions], ``hidden_size`` [n_embd], ``num_layers`` [n_layer], ``num_heads``
     [n_head], ``intermediate_size`` [n_inner; None = 4 * hidden_size], ``activation``
     [activation_function: "gelu_new" is "gelu_tanh"], ``norm_eps`` [layer_norm_epsilon],
-    ``dropout`` [embd_pdrop = resid_pdrop; attention dropout is not implemented],
+    ``dropout`` [embd_pdrop = resid_pdrop], ``attention_dropout`` [attn_pdrop],
     ``tie_embeddings`` [tie_word_embeddings].
 
     ``scan_layers`` stores the blocks stacked and runs them with ``lax.scan`` (compile
@@ -96,6 +99,7 @@ class GPT2Config(Config):
     activation: Literal["gelu_tanh", "gelu", "relu", "silu"] = "gelu_tanh"
     norm_eps: float = pydantic.Field(1e-5, gt=0.0)
     dropout: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
+    attention_dropout: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
     tie_embeddings: bool = True
     scan_layers: bool = False
     remat: str | None = None
@@ -121,38 +125,54 @@ def _linear(d_in: int, d_out: int, axes: tuple[str, str], *, key: jax.Array, std
 
 
 class GPT2Attention(nn.Module):
-    """Causal multi-head self-attention with a fused q|k|v projection: ``(B, T, D) -> (B, T, D)``."""
+    """Causal multi-head self-attention with a fused q|k|v projection: ``(B, T, D) -> (B, T, D)``.
+
+    The attention itself is ``nn.attention`` (implementation per compile platform).
+    """
 
     c_attn: nn.Linear  # (D, 3D): q, k, v side by side
     c_proj: nn.Linear  # (D, D)
     resid_dropout: nn.Dropout
     num_heads: int = nn.static()
+    attention_dropout: float = nn.static(default=0.0)
+    training: bool = nn.static(default=True)
 
     def __init__(self, config: GPT2Config, *, key: jax.Array):
         D = config.hidden_size
         self.num_heads = config.num_heads
+        self.attention_dropout = config.attention_dropout
+        self.training = True
         self.c_attn = _linear(D, 3 * D, ("embed", "heads"), key=nn.subkey(key, "c_attn"))
         # GPT-2 scales the init of the projections into the residual stream by 1/sqrt(2 * layers).
         self.c_proj = _linear(D, D, ("heads", "embed"), key=nn.subkey(key, "c_proj"),
                               std=0.02 / math.sqrt(2 * config.num_layers))
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def __call__(self, x: jax.Array, *, cache: nn.KVCache | None = None,
-                 key: jax.Array | None = None) -> jax.Array | tuple[jax.Array, nn.KVCache]:
-        B, T, D = x.shape
+    def _qkv(self, x: jax.Array) -> list[jax.Array]:
         split = functools.partial(einops.rearrange, pattern="b t (h d) -> b t h d", h=self.num_heads)
-        q, k, v = map(split, jnp.split(self.c_attn(x), 3, axis=-1))  # (B, T, H, Dh) each
-        if cache is None:
-            out = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # (B, T, H, Dh)
-        else:
-            start = cache.index
-            cache = cache.append(k, v)  # keys/values of positions [0, start + T)
-            visible = jnp.arange(cache.max_len)[None, :] <= start + jnp.arange(T)[:, None]  # (T, L)
-            out = jax.nn.dot_product_attention(q, cache.k.astype(q.dtype), cache.v.astype(q.dtype),
-                                               mask=visible[None, None])  # (B, T, H, Dh)
-            out = jnp.where(start + T > cache.max_len, jnp.nan, out)  # overflow cannot raise under jit
-        y = self.resid_dropout(self.c_proj(einops.rearrange(out, "b t h d -> b t (h d)")), key=key)  # (B, T, D)
-        return y if cache is None else (y, cache)
+        return list(map(split, jnp.split(self.c_attn(x), 3, axis=-1)))  # (B, T, H, Dh) each
+
+    def _out(self, out: jax.Array, key: jax.Array | None) -> jax.Array:
+        return self.resid_dropout(self.c_proj(einops.rearrange(out, "b t h d -> b t (h d)")), key=key)  # (B, T, D)
+
+    def __call__(self, x: jax.Array, *, segment_ids: jax.Array | None = None,
+                 key: jax.Array | None = None) -> jax.Array:
+        q, k, v = self._qkv(x)
+        rate = self.attention_dropout if self.training else 0.0
+        k_attn, k_out = (None, None) if key is None else jax.random.split(key)
+        out = nn.attention(q, k, v, causal=True, segment_ids=segment_ids, dropout_rate=rate,
+                           key=k_attn)  # (B, T, H, Dh)
+        return self._out(out, k_out)
+
+    def decode(self, x: jax.Array, cache: nn.KVCache) -> tuple[jax.Array, nn.KVCache]:
+        """New positions ``x`` ``(B, T, D)`` after the ``cache.index`` cached ones: ``(y, new cache)``."""
+        q, k, v = self._qkv(x)
+        start, T = cache.index, x.shape[1]
+        cache = cache.append(k, v)  # keys/values of positions [0, start + T)
+        out = nn.attention(q, cache.k.astype(q.dtype), cache.v.astype(q.dtype), causal=True,
+                           q_positions=start + jnp.arange(T), kv_positions=jnp.arange(cache.max_len))
+        out = jnp.where(start + T > cache.max_len, jnp.nan, out)  # overflow cannot raise under jit
+        return self._out(out, None), cache
 
 
 class GPT2MLP(nn.Module):
@@ -190,16 +210,16 @@ class GPT2Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.norm_eps)
         self.mlp = GPT2MLP(config, key=nn.subkey(key, "mlp"))
 
-    def __call__(self, x: jax.Array, *, cache: nn.KVCache | None = None,
-                 key: jax.Array | None = None) -> jax.Array | tuple[jax.Array, nn.KVCache]:
+    def __call__(self, x: jax.Array, *, segment_ids: jax.Array | None = None,
+                 key: jax.Array | None = None) -> jax.Array:
         k1, k2 = (None, None) if key is None else jax.random.split(key)
-        if cache is None:
-            h = x + self.attn(self.ln_1(x), key=k1)  # (B, T, D)
-        else:
-            a, cache = self.attn(self.ln_1(x), cache=cache, key=k1)
-            h = x + a  # (B, T, D)
-        out = h + self.mlp(self.ln_2(h), key=k2)  # (B, T, D)
-        return out if cache is None else (out, cache)
+        h = x + self.attn(self.ln_1(x), segment_ids=segment_ids, key=k1)  # (B, T, D)
+        return h + self.mlp(self.ln_2(h), key=k2)  # (B, T, D)
+
+    def decode(self, x: jax.Array, cache: nn.KVCache) -> tuple[jax.Array, nn.KVCache]:
+        a, cache = self.attn.decode(self.ln_1(x), cache)
+        h = x + a  # (B, T, D)
+        return h + self.mlp(self.ln_2(h)), cache
 
 
 class GPT2Transformer(nn.Module):
@@ -223,49 +243,31 @@ class GPT2Transformer(nn.Module):
             self.h = tuple(GPT2Block(config, key=nn.subkey(key, f"h[{i}]")) for i in range(config.num_layers))
         self.ln_f = nn.LayerNorm(D, eps=config.norm_eps)
 
-    def __call__(self, ids: jax.Array, *, cache=None, key: jax.Array | None = None):
-        B, T = ids.shape
-        start = 0 if cache is None else _cache_index(cache)
+    def __call__(self, ids: jax.Array, *, segment_ids: jax.Array | None = None,
+                 positions: jax.Array | None = None, key: jax.Array | None = None) -> jax.Array:
+        positions = jnp.arange(ids.shape[1]) if positions is None else positions  # (T,) or (B, T)
         k_drop, k_blocks = (None, None) if key is None else jax.random.split(key)
-        x = self.wte(ids) + self.wpe(start + jnp.arange(T))  # (B, T, D)
-        x = self.drop(x, key=k_drop)
-        if isinstance(self.h, nn.Stacked):
-            if cache is None:
-                x = self.h(x, key=k_blocks)  # lax.scan over the stacked blocks
-            else:
-                def body(h, xs):
-                    block, layer_cache = xs
-                    return block(h, cache=layer_cache)
+        x = self.drop(self.wte(ids) + self.wpe(positions), key=k_drop)  # (B, T, D)
+        x = apply_layers(self.h, x, segment_ids=segment_ids, key=k_blocks)
+        return self.ln_f(x)  # (B, T, D)
 
-                x, new = jax.lax.scan(body, x, (self.h.layer, cache.layer))
-                cache = nn.replace(cache, layer=new)
-        else:
-            keys = [None] * len(self.h) if k_blocks is None else list(jax.random.split(k_blocks, len(self.h)))
-            new_caches = []
-            for i, (block, block_key) in enumerate(zip(self.h, keys, strict=True)):
-                if cache is None:
-                    x = block(x, key=block_key)  # (B, T, D)
-                else:
-                    x, layer_cache = block(x, cache=cache[i])
-                    new_caches.append(layer_cache)
-            cache = None if cache is None else tuple(new_caches)
-        x = self.ln_f(x)  # (B, T, D)
-        return x if cache is None else (x, cache)
-
-
-def _cache_index(cache) -> jax.Array:
-    """The number of positions already in the cache (the same in every layer)."""
-    return cache.layer.index[0] if isinstance(cache, nn.Stacked) else cache[0].index
+    def decode(self, ids: jax.Array, cache) -> tuple[jax.Array, object]:
+        x = self.wte(ids) + self.wpe(cache_index(cache) + jnp.arange(ids.shape[1]))  # (B, T, D)
+        x, cache = decode_layers(self.h, x, cache)
+        return self.ln_f(x), cache
 
 
 class GPT2(nn.Module):
     """Token ids ``(B, T)`` -> next-token logits ``(B, T, vocab_size)``.
 
-    * ``model(ids, key=None)``: causal logits over the whole sequence. ``T <= max_len``.
-      With ``config.dropout > 0`` a call in training mode needs ``key=`` (``nn.eval_mode(model)`` turns dropout off).
-    * ``model(ids, cache=cache)``: decode with a cache from ``init_cache``; returns
-      ``(logits, new_cache)``. The new tokens sit at positions ``cache index ...``,
-      so a prefill followed by one-token steps gives the full forward's logits.
+    * ``model(ids, segment_ids=None, positions=None, key=None)``: causal logits over the
+      whole sequence, ``T <= max_len``. Packed rows pass ``segment_ids`` and ``positions``
+      ``(B, T)``: attention stays inside each document and positions restart, so each
+      document's logits are those it would get alone. With ``config.dropout > 0`` a call
+      in training mode needs ``key=`` (``nn.eval_mode(model)`` turns dropout off).
+    * ``model.decode(ids, cache)``: the new tokens at positions ``cache index ...`` with a
+      cache from ``init_cache``; returns ``(logits, new_cache)``. A prefill followed by
+      one-token steps gives the full forward's logits.
     """
 
     transformer: GPT2Transformer
@@ -291,22 +293,22 @@ class GPT2(nn.Module):
         if max_len > c.max_len:
             raise ValueError(f"init_cache: max_len={max_len} exceeds the model's {c.max_len} learned positions.")
         one = nn.KVCache(batch, max_len, c.num_heads, c.hidden_size // c.num_heads, dtype=dtype)
-        if c.scan_layers:
-            return nn.Stacked.from_layers([one] * c.num_layers)
-        return (one,) * c.num_layers
+        return layer_caches(one, c.num_layers, c.scan_layers)
 
-    def __call__(self, ids: jax.Array, *, cache=None, key: jax.Array | None = None):
-        ids = jnp.asarray(ids)
-        if ids.ndim != 2 or not jnp.issubdtype(ids.dtype, jnp.integer):
-            raise nn.ShapeError(
-                f"GPT2 expects integer token ids (B, T), got {ids.dtype}{list(ids.shape)}. "
-                f"A single sequence needs ids[None]."
-            )
-        if cache is None and ids.shape[1] > self.config.max_len:
+    def _logits(self, h: jax.Array) -> jax.Array:
+        return self.transformer.wte.attend(h) if self.lm_head is None else self.lm_head(h)  # (B, T, V)
+
+    def __call__(self, ids: jax.Array, *, segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
+                 key: jax.Array | None = None) -> jax.Array:
+        ids = check_token_inputs("GPT2", ids, segment_ids, positions)
+        if ids.shape[1] > self.config.max_len:
             raise nn.ShapeError(
                 f"GPT2 got {ids.shape[1]} tokens but has max_len={self.config.max_len} learned positions."
             )
-        out = self.transformer(ids, cache=cache, key=key)
-        h, cache = (out, None) if cache is None else out  # (B, T, D)
-        logits = self.transformer.wte.attend(h) if self.lm_head is None else self.lm_head(h)  # (B, T, V)
-        return logits if cache is None else (logits, cache)
+        return self._logits(self.transformer(ids, segment_ids=segment_ids, positions=positions, key=key))
+
+    def decode(self, ids: jax.Array, cache) -> tuple[jax.Array, object]:
+        """Logits ``(B, T, V)`` of new tokens ``ids`` after the cached ones, and the new cache."""
+        ids = check_token_inputs("GPT2", ids, None, None)
+        h, cache = self.transformer.decode(ids, cache)
+        return self._logits(h), cache

@@ -65,6 +65,7 @@ def config_from_hf(cfg: Mapping[str, Any], **overrides: Any):
                       num_heads=cfg.get("n_head", 12), intermediate_size=cfg.get("n_inner"),
                       activation=act("activation_function", "gelu_new"),
                       norm_eps=cfg.get("layer_norm_epsilon", 1e-5), dropout=cfg.get("resid_pdrop", 0.1),
+                      attention_dropout=cfg.get("attn_pdrop", 0.1),
                       tie_embeddings=cfg.get("tie_word_embeddings", True))
         config_class = GPT2Config
     elif kind == "llama":
@@ -142,7 +143,7 @@ def config_to_hf(config: Any) -> dict | None:
                     n_positions=config.max_len, n_embd=config.hidden_size, n_layer=config.num_layers,
                     n_head=config.num_heads, n_inner=config.intermediate_size,
                     activation_function=_ACT_BACK[config.activation], layer_norm_epsilon=config.norm_eps,
-                    resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+                    resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.attention_dropout,
                     tie_word_embeddings=config.tie_embeddings)
     if isinstance(config, LlamaConfig):
         out = dict(model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=config.vocab_size,

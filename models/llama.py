@@ -3,7 +3,7 @@
 Token embedding, ``num_layers`` pre-norm blocks (RMSNorm, causal grouped-query
 self-attention with rotary position embeddings, RMSNorm, SwiGLU MLP; no biases by
 default), a final RMSNorm and the unembedding, tied or not. Decoding uses an
-explicit KV cache: ``init_cache`` and ``model(ids, cache=cache) -> (logits, cache)``;
+explicit KV cache: ``init_cache`` and ``model.decode(ids, cache) -> (logits, cache)``;
 see ``models.generate`` for sampling.
 
 Parameter paths copy Hugging Face ``LlamaForCausalLM`` (``models.hf.llama_names(config)``
@@ -38,7 +38,7 @@ supports HF's ``"linear"`` and ``"llama3"`` rope types.
 >>> ids = jnp.zeros((2, 8), jnp.int32)  # (B, T)
 >>> model(ids).shape  # (B, T, V)
 (2, 8, 100)
->>> logits, cache = model(ids, cache=model.init_cache(2, 16))  # prefill
+>>> logits, cache = model.decode(ids, model.init_cache(2, 16))  # prefill
 >>> model.init_cache(2, 16)[0].k.shape  # (B, max_len, kv_heads, head_dim), per layer
 (2, 16, 2, 8)
 """
@@ -54,6 +54,8 @@ import pydantic
 
 from baobab import nn
 from baobab.config import Config
+
+from ._decoder import apply_layers, check_token_inputs, decode_layers, layer_caches
 
 __all__ = ["RopeScalingConfig", "LlamaConfig", "Llama", "LlamaDecoderLayer"]
 
@@ -166,25 +168,31 @@ class LlamaAttention(nn.Module):
                                                         s.high_freq_factor, s.original_max_len)
         self.rotary = nn.RotaryEmbedding(Dh, base=config.rope_theta, scaling=scaling)
 
-    def __call__(self, x: jax.Array, *, cache: nn.KVCache | None = None
-                 ) -> jax.Array | tuple[jax.Array, nn.KVCache]:
-        B, T, D = x.shape
+    def _qkv(self, x: jax.Array, positions: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         q = einops.rearrange(self.q_proj(x), "b t (h d) -> b t h d", h=self.num_heads)  # (B, T, H, Dh)
         k = einops.rearrange(self.k_proj(x), "b t (k d) -> b t k d", k=self.num_kv_heads)  # (B, T, K, Dh)
         v = einops.rearrange(self.v_proj(x), "b t (k d) -> b t k d", k=self.num_kv_heads)  # (B, T, K, Dh)
-        start = 0 if cache is None else cache.index
-        positions = start + jnp.arange(T)  # (T,)
-        q, k = self.rotary(q, positions), self.rotary(k, positions)
-        if cache is None:
-            out = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # (B, T, H, Dh); GQA by head groups
-        else:
-            cache = cache.append(k, v)  # keys/values of positions [0, start + T)
-            visible = jnp.arange(cache.max_len)[None, :] <= positions[:, None]  # (T, L)
-            out = jax.nn.dot_product_attention(q, cache.k.astype(q.dtype), cache.v.astype(q.dtype),
-                                               mask=visible[None, None])  # (B, T, H, Dh)
-            out = jnp.where(start + T > cache.max_len, jnp.nan, out)  # overflow cannot raise under jit
-        y = self.o_proj(einops.rearrange(out, "b t h d -> b t (h d)"))  # (B, T, D)
-        return y if cache is None else (y, cache)
+        return self.rotary(q, positions), self.rotary(k, positions), v
+
+    def _out(self, out: jax.Array) -> jax.Array:
+        return self.o_proj(einops.rearrange(out, "b t h d -> b t (h d)"))  # (B, T, D)
+
+    def __call__(self, x: jax.Array, *, segment_ids: jax.Array | None = None,
+                 positions: jax.Array | None = None) -> jax.Array:
+        positions = jnp.arange(x.shape[1]) if positions is None else positions  # (T,) or (B, T)
+        q, k, v = self._qkv(x, positions)
+        return self._out(nn.attention(q, k, v, causal=True, segment_ids=segment_ids))  # GQA by head groups
+
+    def decode(self, x: jax.Array, cache: nn.KVCache) -> tuple[jax.Array, nn.KVCache]:
+        """New positions ``x`` ``(B, T, D)`` after the ``cache.index`` cached ones: ``(y, new cache)``."""
+        start, T = cache.index, x.shape[1]
+        q_positions = start + jnp.arange(T)  # (T,)
+        q, k, v = self._qkv(x, q_positions)
+        cache = cache.append(k, v)  # keys/values of positions [0, start + T)
+        out = nn.attention(q, cache.k.astype(q.dtype), cache.v.astype(q.dtype), causal=True,
+                           q_positions=q_positions, kv_positions=jnp.arange(cache.max_len))  # (B, T, H, Dh)
+        out = jnp.where(start + T > cache.max_len, jnp.nan, out)  # overflow cannot raise under jit
+        return self._out(out), cache
 
 
 class LlamaMLP(nn.Module):
@@ -221,15 +229,16 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
         self.mlp = LlamaMLP(config, key=nn.subkey(key, "mlp"))
 
-    def __call__(self, x: jax.Array, *, cache: nn.KVCache | None = None
-                 ) -> jax.Array | tuple[jax.Array, nn.KVCache]:
-        if cache is None:
-            h = x + self.self_attn(self.input_layernorm(x))  # (B, T, D)
-        else:
-            a, cache = self.self_attn(self.input_layernorm(x), cache=cache)
-            h = x + a  # (B, T, D)
-        out = h + self.mlp(self.post_attention_layernorm(h))  # (B, T, D)
-        return out if cache is None else (out, cache)
+    def __call__(self, x: jax.Array, *, segment_ids: jax.Array | None = None,
+                 positions: jax.Array | None = None, key: jax.Array | None = None) -> jax.Array:
+        del key  # no dropout in Llama
+        h = x + self.self_attn(self.input_layernorm(x), segment_ids=segment_ids, positions=positions)  # (B, T, D)
+        return h + self.mlp(self.post_attention_layernorm(h))  # (B, T, D)
+
+    def decode(self, x: jax.Array, cache: nn.KVCache) -> tuple[jax.Array, nn.KVCache]:
+        a, cache = self.self_attn.decode(self.input_layernorm(x), cache)
+        h = x + a  # (B, T, D)
+        return h + self.mlp(self.post_attention_layernorm(h)), cache
 
 
 class LlamaModel(nn.Module):
@@ -250,37 +259,24 @@ class LlamaModel(nn.Module):
                                 for i in range(config.num_layers))
         self.norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
 
-    def __call__(self, ids: jax.Array, *, cache=None):
-        x = self.embed_tokens(ids)  # (B, T, D)
-        if isinstance(self.layers, nn.Stacked):
-            if cache is None:
-                x = self.layers(x)  # lax.scan over the stacked layers
-            else:
-                def body(h, xs):
-                    layer, layer_cache = xs
-                    return layer(h, cache=layer_cache)
+    def __call__(self, ids: jax.Array, *, segment_ids: jax.Array | None = None,
+                 positions: jax.Array | None = None) -> jax.Array:
+        x = apply_layers(self.layers, self.embed_tokens(ids), segment_ids=segment_ids, positions=positions)
+        return self.norm(x)  # (B, T, D)
 
-                x, new = jax.lax.scan(body, x, (self.layers.layer, cache.layer))
-                cache = nn.replace(cache, layer=new)
-        elif cache is None:
-            for layer in self.layers:
-                x = layer(x)  # (B, T, D)
-        else:
-            new_caches = []
-            for layer, layer_cache in zip(self.layers, cache, strict=True):
-                x, layer_cache = layer(x, cache=layer_cache)
-                new_caches.append(layer_cache)
-            cache = tuple(new_caches)
-        x = self.norm(x)  # (B, T, D)
-        return x if cache is None else (x, cache)
+    def decode(self, ids: jax.Array, cache) -> tuple[jax.Array, object]:
+        x, cache = decode_layers(self.layers, self.embed_tokens(ids), cache)
+        return self.norm(x), cache
 
 
 class Llama(nn.Module):
     """Token ids ``(B, T)`` -> next-token logits ``(B, T, vocab_size)``.
 
-    * ``model(ids)``: causal logits over the whole sequence (positions ``0 .. T-1``).
-    * ``model(ids, cache=cache)``: decode with a cache from ``init_cache``; returns
-      ``(logits, new_cache)``, the new tokens at positions ``cache index ...``.
+    * ``model(ids, segment_ids=None, positions=None)``: causal logits over the whole
+      sequence (positions ``0 .. T-1`` by default). Packed rows pass ``segment_ids`` and
+      ``positions`` ``(B, T)``, which keep documents apart and restart RoPE per document.
+    * ``model.decode(ids, cache)``: the new tokens at positions ``cache index ...`` with a
+      cache from ``init_cache``; returns ``(logits, new_cache)``.
     """
 
     model: LlamaModel
@@ -306,19 +302,19 @@ class Llama(nn.Module):
         if max_len > c.max_len:
             raise ValueError(f"init_cache: max_len={max_len} exceeds the model's max_len={c.max_len}.")
         one = nn.KVCache(batch, max_len, c.kv_heads, c.dims_per_head, dtype=dtype)
-        if c.scan_layers:
-            return nn.Stacked.from_layers([one] * c.num_layers)
-        return (one,) * c.num_layers
+        return layer_caches(one, c.num_layers, c.scan_layers)
 
-    def __call__(self, ids: jax.Array, *, cache=None, key: jax.Array | None = None):
+    def _logits(self, h: jax.Array) -> jax.Array:
+        return self.model.embed_tokens.attend(h) if self.lm_head is None else self.lm_head(h)  # (B, T, V)
+
+    def __call__(self, ids: jax.Array, *, segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
+                 key: jax.Array | None = None) -> jax.Array:
         del key  # no dropout in Llama; accepted so every model takes key=
-        ids = jnp.asarray(ids)
-        if ids.ndim != 2 or not jnp.issubdtype(ids.dtype, jnp.integer):
-            raise nn.ShapeError(
-                f"Llama expects integer token ids (B, T), got {ids.dtype}{list(ids.shape)}. "
-                f"A single sequence needs ids[None]."
-            )
-        out = self.model(ids, cache=cache)
-        h, cache = (out, None) if cache is None else out  # (B, T, D)
-        logits = self.model.embed_tokens.attend(h) if self.lm_head is None else self.lm_head(h)  # (B, T, V)
-        return logits if cache is None else (logits, cache)
+        ids = check_token_inputs("Llama", ids, segment_ids, positions)
+        return self._logits(self.model(ids, segment_ids=segment_ids, positions=positions))
+
+    def decode(self, ids: jax.Array, cache) -> tuple[jax.Array, object]:
+        """Logits ``(B, T, V)`` of new tokens ``ids`` after the cached ones, and the new cache."""
+        ids = check_token_inputs("Llama", ids, None, None)
+        h, cache = self.model.decode(ids, cache)
+        return self._logits(h), cache

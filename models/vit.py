@@ -170,7 +170,7 @@ class ViTSelfAttention(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         split = functools.partial(einops.rearrange, pattern="b t (h d) -> b t h d", h=self.num_heads)
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))  # (B, T, H, Dh)
-        out = jax.nn.dot_product_attention(q, k, v)  # (B, T, H, Dh), softmax(q k^T / sqrt(Dh)) v
+        out = nn.attention(q, k, v)  # (B, T, H, Dh), softmax(q k^T / sqrt(Dh)) v
         return einops.rearrange(out, "b t h d -> b t (h d)")  # (B, T, D)
 
 

@@ -212,8 +212,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool = False,
     if implementation == "splash":
         if not splash_ok:
             raise _error(f"implementation='splash' needs no mask= (use segment_ids for padding), default "
-                         f"positions (no cache offset) and sequence lengths in whole blocks of 128 (or under "
-                         f"128, and head_dim a multiple of 8); got T={T}, S={S}, head_dim={D}.",
+                         f"positions (no cache offset), sequence lengths in whole blocks of 128 and head_dim "
+                         f"a multiple of 8; got T={T}, S={S}, head_dim={D}.",
                          NotImplementedError)
         return jax.lax.platform_dependent(q, k, v, tpu=functools.partial(splash, interpret=False),
                                           default=functools.partial(splash, interpret=True))

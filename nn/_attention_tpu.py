@@ -21,20 +21,15 @@ from jax.sharding import PartitionSpec
 
 from ._kernel_mesh import current_kernel_mesh
 
-__all__ = ["attention_splash", "splash_block", "splash_fits"]
+__all__ = ["attention_splash", "splash_fits", "BLOCK"]
 
 #: Rows and key columns of one kernel block; sequence lengths must be multiples of it.
 BLOCK = 128
 
 
-def splash_block(length: int) -> int:
-    """The block size used for a sequence of ``length``: ``BLOCK``, or ``length`` itself when shorter."""
-    return min(BLOCK, length)
-
-
 def splash_fits(T: int, S: int, head_dim: int) -> bool:
-    """Whether the kernel takes these shapes: whole blocks along both sequences, lane-sized heads."""
-    return T % splash_block(T) == 0 and S % splash_block(S) == 0 and T >= 8 and S >= 8 and head_dim % 8 == 0
+    """Whether the kernel takes these shapes: whole 128-blocks along both sequences, heads of 8k dims."""
+    return T % BLOCK == 0 and S % BLOCK == 0 and head_dim % 8 == 0
 
 
 def _static_mask(T: int, S: int, causal: bool, window: int | None):
@@ -52,7 +47,7 @@ def _kernel(T: int, S: int, groups: int, causal: bool, window: int | None, softc
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
 
-    bq, bk = splash_block(T), splash_block(S)
+    bq = bk = BLOCK
     sizes = splash.BlockSizes(block_q=bq, block_kv=bk, block_kv_compute=bk, block_q_dkv=bq, block_kv_dkv=bk,
                               block_kv_dkv_compute=bk, block_q_dq=bq, block_kv_dq=bk)
     mask = masks.MultiHeadMask([_static_mask(T, S, causal, window)] * groups)

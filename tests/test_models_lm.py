@@ -137,7 +137,7 @@ def test_cached_decoding_equals_the_full_forward(kind, scan):
     model = models.build_model(_small(kind, scan_layers=scan), key=jax.random.key(0))
     ids = jnp.asarray(_ids(64, (2, 10)))
     full = forward(model, ids)  # (B, T, V)
-    step = jax.jit(lambda m, x, c: m(x, cache=c))
+    step = jax.jit(lambda m, x, c: m.decode(x, c))
     logits, cache = step(model, ids[:, :6], model.init_cache(2, 16))  # prefill 6
     pieces = [logits]
     for t in range(6, 10):  # then one token at a time, reusing one compiled step
@@ -155,11 +155,11 @@ def test_cached_decoding_equals_the_full_forward(kind, scan):
 def test_cache_overflow_gives_nan_under_jit_and_raises_eagerly():
     model = models.build_model(_small("llama"), key=jax.random.key(0))
     ids = jnp.ones((1, 3), jnp.int32)
-    logits, cache = jax.jit(lambda m, x, c: m(x, cache=c))(model, ids, model.init_cache(1, 4))
-    logits, _ = jax.jit(lambda m, x, c: m(x, cache=c))(model, ids, cache)  # 6 > 4 positions
+    logits, cache = jax.jit(lambda m, x, c: m.decode(x, c))(model, ids, model.init_cache(1, 4))
+    logits, _ = jax.jit(lambda m, x, c: m.decode(x, c))(model, ids, cache)  # 6 > 4 positions
     assert bool(jnp.isnan(logits).all())
     with pytest.raises(ValueError, match="KVCache overflow"):
-        model(ids, cache=cache)
+        model.decode(ids, cache)
 
 
 def test_sampling_options():

@@ -28,8 +28,13 @@ __all__ = ["make_eval_step", "evaluate"]
 COUNT = "__count__"
 
 
-def make_eval_step(eval_fn: EvalFn) -> Callable[[nn.Module, Batch], dict[str, jax.Array]]:
-    """Jitted ``(model, batch) -> {name: masked sum, "__count__": sum of mask}``."""
+def make_eval_step(eval_fn: EvalFn, *, mesh: Any = None, rules: Mapping[str, Any] | None = None
+                   ) -> Callable[[nn.Module, Batch], dict[str, jax.Array]]:
+    """Jitted ``(model, batch) -> {name: masked sum, "__count__": sum of mask}``.
+
+    With ``mesh`` it is traced inside ``nn.kernel_mesh(mesh, rules)`` (as ``jit_step``),
+    so kernels such as the TPU attention shard over the run's mesh.
+    """
 
     def eval_step(model: nn.Module, batch: Batch) -> dict[str, jax.Array]:
         size = next(iter(batch.values())).shape[0]
@@ -49,7 +54,13 @@ def make_eval_step(eval_fn: EvalFn) -> Callable[[nn.Module, Batch], dict[str, ja
         sums[COUNT] = jnp.sum(mask)
         return sums
 
-    return jax.jit(eval_step)
+    def eval_step_on_mesh(model: nn.Module, batch: Batch) -> dict[str, jax.Array]:
+        if mesh is None:
+            return eval_step(model, batch)
+        with nn.kernel_mesh(mesh, rules):
+            return eval_step(model, batch)
+
+    return jax.jit(eval_step_on_mesh)
 
 
 def evaluate(eval_step: Callable[[nn.Module, Batch], dict[str, jax.Array]], model: nn.Module,

@@ -187,7 +187,7 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
                               ema_decay=trainer.ema_decay)
     writer = MetricWriter(workdir, enabled=is_chief, resume_step=start if restored else None)
     progress = Progress(trainer.steps, start, enabled=is_chief, interactive=logging.progress)
-    eval_step = make_eval_step(eval_fn) if eval_fn is not None else None
+    eval_step = make_eval_step(eval_fn, mesh=mesh, rules=rules) if eval_fn is not None else None
     profile = logging.profile_steps
     step, batch = start, None
     last_metrics: dict[str, float] = {}

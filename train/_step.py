@@ -160,10 +160,18 @@ def jit_step(step: StepFn, state: TrainState, *, mesh: Mesh, rules: Mapping[str,
     ``state`` may be abstract; it only gives the structure for the shardings. The
     batch is sharded along ``"batch"`` (every leaf's leading dimension), metrics
     are replicated. Lower and compile it once (``.lower(state, batch).compile()``)
-    to be sure later steps never recompile.
+    to be sure later steps never recompile. The step is traced inside
+    ``nn.kernel_mesh(mesh, rules)``, so kernels such as the TPU attention shard
+    themselves over the same mesh.
     """
     shardings = state_shardings(state, mesh=mesh, rules=rules)
+
+    @functools.wraps(step)
+    def step_on_mesh(state: TrainState, batch: Batch):
+        with nn.kernel_mesh(mesh, rules):
+            return step(state, batch)
+
     batch = batch_sharding(1, mesh=mesh, rules=rules)  # a prefix: applies to every leaf
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(step, in_shardings=(shardings, batch), out_shardings=(shardings, replicated),
+    return jax.jit(step_on_mesh, in_shardings=(shardings, batch), out_shardings=(shardings, replicated),
                    donate_argnums=0)
