@@ -10,7 +10,9 @@ the step fits the chips' HBM and which config changes would make it fit.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import re
 import time
 from typing import Any, Callable, Optional
 
@@ -69,8 +71,10 @@ def plan(config: ExperimentConfig, *, mesh=None, fix: bool = True) -> dict[str, 
     size = lambda name: getattr(memory, name, None)  # noqa: E731
     global_batch = int(next(iter(batch.values())).shape[0])
     shards = _data_shards(mesh, rules, global_batch)
-    counted = tpu.matmul_flops(traced.jaxpr)
-    model_flops = 3 * tpu.matmul_flops(jax.make_jaxpr(_loss_only(loss_fn))(state.model, batch, _abstract_key()))
+    platform = "tpu" if topo is not None else jax.default_backend()  # the branches the compiled program runs
+    counted = tpu.matmul_flops(traced.jaxpr, platform)
+    model_flops = 3 * tpu.matmul_flops(jax.make_jaxpr(_loss_only(loss_fn))(state.model, batch, _abstract_key()),
+                                       platform)
     report = {
         "parameters": nn.count_parameters(state.model),
         "trainable_parameters": nn.count_parameters(state.model, trainable_only=True),
@@ -101,6 +105,8 @@ def plan(config: ExperimentConfig, *, mesh=None, fix: bool = True) -> dict[str, 
         "peak_bytes": size("peak_memory_in_bytes") if topo is not None else None,  # CPU: no real peak
         "needed_bytes": _needed_bytes(memory) if out_of_memory is None else out_of_memory[0],
         "compile_seconds": compile_s,
+        # Hand-written kernels in the compiled program (the TPU's splash attention is a tpu_custom_call).
+        "kernel_calls": _kernel_calls(compiled),
         "summary": nn.summary(state.model, mesh=mesh, rules=rules),
         "topology": None,
         "not_expressible": NOT_EXPRESSIBLE,
@@ -112,6 +118,14 @@ def plan(config: ExperimentConfig, *, mesh=None, fix: bool = True) -> dict[str, 
         if fix and not report["fits"]:
             report["fixes"], report["replan"] = _find_fix(config, report)
     return report
+
+
+def _kernel_calls(compiled) -> Optional[dict[str, int]]:
+    """How many custom calls of each target the compiled program makes, e.g. ``{"tpu_custom_call": 8}``."""
+    if compiled is None:
+        return None
+    targets = re.findall(r'custom_call_target="([^"]+)"', compiled.as_text())
+    return dict(collections.Counter(targets))
 
 
 #: What ``plan`` would suggest but the config cannot express yet (nothing, at present).

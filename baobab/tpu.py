@@ -205,8 +205,14 @@ def compiler_out_of_memory(message: str) -> tuple[int, int] | None:
 # ----------------------------------------------------------------------------------------
 
 
-def matmul_flops(jaxpr: Any) -> float:
+def matmul_flops(jaxpr: Any, platform: str | None = None) -> float:
     """Multiply-add FLOPs (2 per MAC) of every matmul and convolution in a jaxpr, global.
+
+    ``platform`` (``"tpu"``, ``"cpu"``, ...) picks the branch of each
+    ``lax.platform_dependent`` that a program compiled for it runs (``nn.attention``
+    has one per platform); None counts the costliest branch. A Pallas kernel counts
+    its body once per grid step, which includes blocks the kernel skips at run time
+    (splash attention's masked blocks), as the hand-written FLOP models do.
 
     Loops count as often as they run (``scan`` by its length), which XLA's
     ``cost_analysis()`` does not: it counts a loop body once, so a model whose layers
@@ -228,10 +234,17 @@ def matmul_flops(jaxpr: Any) -> float:
             rhs = eqn.invars[1].aval.shape
             out_feature_dim = eqn.params["dimension_numbers"].rhs_spec[0]
             total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(rhs) / rhs[out_feature_dim]
-        subs = [matmul_flops(sub) for sub in core.jaxprs_in_params(eqn.params)]
+        subs = [matmul_flops(sub, platform) for sub in core.jaxprs_in_params(eqn.params)]
         if not subs:
             continue
-        if name == "cond":
+        branch_platforms = eqn.params.get("branches_platforms") if name == "cond" else None
+        if branch_platforms and platform is not None and len(branch_platforms) == len(subs):
+            chosen = [i for i, p in enumerate(branch_platforms) if p is not None and platform in p]
+            chosen = chosen or [i for i, p in enumerate(branch_platforms) if p is None]
+            total += subs[chosen[0]] if chosen else max(subs)
+        elif name == "pallas_call":
+            total += math.prod(eqn.params["grid_mapping"].grid) * sum(subs)
+        elif name == "cond":
             total += max(subs)
         elif name == "scan":
             total += eqn.params["length"] * sum(subs)

@@ -232,3 +232,41 @@ def test_sharded_init_and_forward(kind, scan, mesh8):
     cache = model.init_cache(4, 16)
     cache_shardings = nn.shardings(cache, mesh8, nn.DEFAULT_RULES)  # caches carry logical axes too
     assert len(jax.tree.leaves(cache_shardings)) == len(jax.tree.leaves(cache))
+
+
+# ----------------------------------------------------------------------------------------
+# Packed documents: segment ids and positions keep them apart
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind,scan", [("gpt2", False), ("gpt2", True), ("llama", False), ("llama", True)])
+def test_a_packed_document_depends_on_itself_alone(kind, scan):
+    model = models.build_model(_small(kind, scan_layers=scan), key=jax.random.key(0))
+    a, b, c = (jnp.asarray(_ids(64, (n,), seed=s)) for n, s in ((11, 1), (13, 2), (13, 3)))
+    row = jnp.concatenate([a, b])[None]  # (1, 24): document a, then document b
+    seg = jnp.asarray([[1] * 11 + [2] * 13])
+    pos = jnp.asarray([list(range(11)) + list(range(13))])
+    run = jax.jit(lambda m, x, s, p: m(x, segment_ids=s, positions=p))
+    packed = run(model, row, seg, pos)
+    np.testing.assert_allclose(packed[:, 11:], model(b[None]), atol=1e-5)  # b as if alone
+    np.testing.assert_allclose(packed[:, :11], model(a[None]), atol=1e-5)
+    other = run(model, jnp.concatenate([a, c])[None], seg, pos)  # change the other document
+    np.testing.assert_array_equal(other[:, :11], packed[:, :11])
+    unpacked = model(row)  # without them, b attends to a and sits at positions 11..23
+    assert not np.allclose(unpacked[:, 11:], packed[:, 11:], atol=1e-3)
+
+
+def test_the_language_model_task_feeds_packing_to_the_model_and_skips_cross_document_targets():
+    from baobab.tasks import TASKS
+
+    model = nn.eval_mode(models.build_model(_small("llama"), key=jax.random.key(0)))
+    a, b = jnp.asarray(_ids(64, (9,), seed=4)), jnp.asarray(_ids(64, (8,), seed=5))
+    batch = {"tokens": jnp.concatenate([a, b])[None], "tokens_segment_ids": jnp.asarray([[1] * 9 + [2] * 8]),
+             "tokens_positions": jnp.asarray([list(range(9)) + list(range(8))])}
+    loss, _ = TASKS["language_model"].loss(model, batch, None)
+
+    def doc_loss(doc):  # summed next-token loss of one document run alone
+        logits = model(doc[None, :-1])
+        return -jnp.take_along_axis(jax.nn.log_softmax(logits), doc[None, 1:, None], -1).sum()
+
+    np.testing.assert_allclose(loss, (doc_loss(a) + doc_loss(b)) / (8 + 7), rtol=1e-5)

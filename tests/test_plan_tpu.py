@@ -119,7 +119,8 @@ def test_small_model_on_two_hosts(small_plan):
     held = r["param_bytes"] + r["optimizer_bytes"] + r["batch_bytes"]
     assert abs(r["argument_bytes"] - held) < 0.01 * held  # XLA's arguments are the state and the batch
     # Model FLOPs: 3 x forward (no remat here), all counted in the program.
-    assert r["mfu_bound"] == 1.0 and r["counted_flops_per_device"] * 8 == r["model_flops_per_step"]
+    # (attention's backward runs in splash kernels, counted per grid step: near the dense figure)
+    assert r["mfu_bound"] == 1.0 and 0.85 < r["counted_flops_per_device"] * 8 / r["model_flops_per_step"] <= 1.0
     assert r["step_seconds_bound"] == pytest.approx(r["counted_flops_per_device"] / 197e12)
 
 

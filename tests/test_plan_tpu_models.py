@@ -27,13 +27,19 @@ def test_gpt2_small_train_step_compiles_for_v5p_2x2x2():
     assert (r["devices"], r["hosts"], r["accelerator_type"], r["device_kind"]) == (8, 2, "v5p-16", "TPU v5")
     assert r["fits"] and not r["problems"] and r["parameters"] == 124_475_904
     assert (r["global_batch"], r["per_host_batch"], r["tokens_per_step"]) == (8, 4, 8 * 1024)
+    # The compiled program attends with the TPU's splash kernel (forward and backward in each layer's
+    # scanned body), not the CPU layout of the machine that compiled it.
+    assert r["kernel_calls"].get("tpu_custom_call", 0) >= 2, r["kernel_calls"]
 
     # Every matmul of the step, counted: 3 x the forward pass (dots_saveable recomputes no matmul).
     m, t, b = config.model, config.data.seq_len, config.data.batch_size
     d, layers, vocab = m.hidden_size, m.num_layers, m.vocab_size
     forward = 2 * b * t * 12 * layers * d * d + 4 * b * t * t * d * layers + 2 * b * t * d * vocab
-    assert r["model_flops_per_step"] == 3 * forward and r["mfu_bound"] == 1.0
-    assert r["counted_flops_per_device"] == 3 * forward / 8
+    assert r["model_flops_per_step"] == 3 * forward and r["mfu_bound"] == 1.0  # the forward kernel: T x T blocks
+    # The attention matmuls run inside the splash kernels, counted per grid step from their block
+    # bodies; their backward kernels are not the dense reference's two matmuls per product, so the
+    # count of the compiled program is near, not equal to, the dense 3 x forward.
+    assert 0.85 < r["counted_flops_per_device"] / (3 * forward / 8) <= 1.0
     assert r["flops_per_step"] < r["counted_flops_per_device"] / 2  # XLA sees the 12 scanned layers once
 
     params = r["parameters"] * 4  # fp32 master weights, replicated over data=8
