@@ -67,6 +67,8 @@ from ._text_classes import python_docstrings as python_docstrings
 from ._text import TextSource as TextSource
 from ._text import stdlib_text_files as stdlib_text_files
 from ._text import text_corpus as text_corpus
+from ._text_split import split_documents as split_documents
+from ._token_chunks import TokenChunks as TokenChunks
 from ._tokenize import ByteTokenize as ByteTokenize
 from ._tokenize import Tokenize as Tokenize
 from ._config import DATASETS as DATASETS

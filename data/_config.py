@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping, NamedTuple, Optional
 
 import grain
-import numpy as np
 import pydantic
 from jax.sharding import Mesh
 
@@ -29,10 +28,11 @@ from ._image_folder import ImageFolderSource, image_folder
 from ._loader import Loader, eval_loader, train_loader
 from ._metadata import read_metadata
 from ._mnist import mnist
-from ._packing import Pack
 from ._prepared import load_prepared
-from ._text import stdlib_text_files, text_corpus
+from ._text import stdlib_text_files
+from ._text_split import split_documents
 from ._text_classes import DOCSTRING_PACKAGES, EncodeText, count_truncated, jsonl_texts, python_docstrings
+from ._token_chunks import TokenChunks
 from ._tokenize import ByteTokenize, Tokenize
 
 __all__ = ["MnistData", "ImageFolderData", "TextData", "TextClassificationData", "PreparedData", "DataConfig",
@@ -67,11 +67,17 @@ class ImageFolderData(Config):
 
 
 class TextData(Config):
-    """Text files, tokenised to bytes (or a ``tokenizer.json``), packed into rows.
+    """Text files, tokenised to bytes (or a ``tokenizer.json``), cut into shuffled rows.
 
     ``files=()`` uses the Python standard library's own source files, a real text
-    corpus every Python install carries (``stdlib_limit`` files of it). One file in
-    ``1 / eval_fraction`` (every k-th, by sorted path) is held out for evaluation.
+    corpus every Python install carries (``stdlib_limit`` files of it). Held out for
+    evaluation (``data.split_documents``): with at least ``1 / eval_fraction`` files, every
+    k-th file (by sorted path); with fewer, one file included, the last ``eval_fraction``
+    of each file's text. Training rows are ``seq_len + 1`` tokens cut from the whole
+    corpus and shuffled one by one (``data.TokenChunks``), so a batch draws from all over
+    the corpus; a new file starts a new segment. Eval scores every held-out token, or
+    the first ``eval_rows`` rows if set. The corpus is tokenised when the data is built;
+    for corpora that do not fit in memory, ``baobab data prepare`` them.
     """
 
     kind: Literal["text"] = "text"
@@ -79,10 +85,10 @@ class TextData(Config):
     files: tuple[str, ...] = ()
     stdlib_limit: Optional[int] = 300
     eval_fraction: float = 0.05
-    seq_len: int = 128
+    seq_len: int = pydantic.Field(128, ge=1)
     batch_size: int = 16
     eval_batch_size: int = 16
-    eval_rows: int = 64
+    eval_rows: Optional[int] = pydantic.Field(None, ge=1)
     tokenizer: str = "bytes"  # "bytes" (vocabulary 256) or a path to a tokenizer.json
     num_threads: int = 0
 
@@ -168,30 +174,23 @@ def _image_folder(cfg: ImageFolderData, mesh: Mesh, rules: Mapping[str, Any], se
 
 def _text(cfg: TextData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
     files = [Path(f) for f in cfg.files] if cfg.files else stdlib_text_files(cfg.stdlib_limit)
-    files = sorted(files)
-    if not 0.0 < cfg.eval_fraction < 1.0:
-        raise ConfigError(f"data.eval_fraction = {cfg.eval_fraction}: must be between 0 and 1 (exclusive)")
-    every = max(2, round(1 / cfg.eval_fraction))
-    eval_files = files[::every]
-    train_files = [f for i, f in enumerate(files) if i % every]
-    if not train_files or not eval_files:
-        raise ConfigError(f"data.files: {len(files)} file(s) cannot be split into train and eval; give more files")
     if cfg.tokenizer == "bytes":
         tokenize, vocab = ByteTokenize(), 256
     else:
         tokenize = Tokenize(cfg.tokenizer)
         vocab = tokenize.vocab_size
-    pack = Pack(length=cfg.seq_len + 1)  # inputs are tokens[:-1], targets tokens[1:]
-    train = train_loader(text_corpus(train_files), batch_size=cfg.batch_size, transforms=(tokenize,), pack=pack,
-                         seed=seed, mesh=mesh, rules=rules, num_threads=cfg.num_threads)
-    # The eval split is packed once, in order, into a fixed set of rows: an exact pass.
-    docs = text_corpus(eval_files).map(tokenize).to_iter_dataset()
-    rows = []
-    for row in pack(docs):
-        rows.append({k: np.asarray(v) for k, v in row.items()})
-        if len(rows) == cfg.eval_rows:
-            break
-    test = eval_loader(grain.MapDataset.source(rows), batch_size=cfg.eval_batch_size, mesh=mesh, rules=rules)
+    train_docs, eval_docs, held_out = split_documents(files, cfg.eval_fraction, tokenize)
+    length = cfg.seq_len + 1  # inputs are tokens[:-1], targets tokens[1:]
+    train_rows = TokenChunks(train_docs, length)
+    eval_rows = TokenChunks(eval_docs, length, pad_last=True)
+    log.info("data: %s for training, %s held out (%s)", train_rows, eval_rows,
+             "whole files" if held_out == "files" else f"the last {cfg.eval_fraction:g} of each file")
+    train = train_loader(train_rows, batch_size=cfg.batch_size, seed=seed, mesh=mesh, rules=rules,
+                         num_threads=cfg.num_threads)
+    eval_source = grain.MapDataset.source(eval_rows)
+    if cfg.eval_rows is not None:
+        eval_source = eval_source[:cfg.eval_rows]
+    test = eval_loader(eval_source, batch_size=cfg.eval_batch_size, mesh=mesh, rules=rules)
     return train, _eval_factory(test), DataInfo("language_model", vocab_size=vocab, seq_len=cfg.seq_len)
 
 

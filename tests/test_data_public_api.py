@@ -12,7 +12,7 @@ PUBLIC = {
     # sources
     "from_arrays", "ArraySource", "load_npz", "ArrayRecordSource", "write_array_record", "load_prepared",
     "write_split", "read_metadata", "from_tfds", "image_folder", "ImageFolderSource", "text_corpus",
-    "TextSource", "stdlib_text_files", "mnist", "MNIST_DIR", "python_docstrings", "jsonl_texts", "DOCSTRING_PACKAGES",
+    "TextSource", "TokenChunks", "split_documents", "stdlib_text_files", "mnist", "MNIST_DIR", "python_docstrings", "jsonl_texts", "DOCSTRING_PACKAGES",
     # record format
     "encode_example", "decode_example",
     # transforms
