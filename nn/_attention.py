@@ -94,10 +94,11 @@ class MultiHeadAttention(Module):
     * ``segment_ids``: ``(B, T)`` integers for packed sequences; a position attends only
       to positions with the same id. Self-attention without a cache only.
     * ``positions``: ``(T,)`` or ``(B, T)`` positions for the rotary embedding; default
-      ``arange(T)``, or ``cache.index + arange(T)`` when decoding.
+      ``arange(T)``, or ``cache.index + arange(T)`` when decoding. With a cache, -1
+      marks a padding token (e.g. of a left-padded prompt), which is never attended to.
     * ``cache``: an ``nn.KVCache`` from ``init_cache``. The call then returns
       ``(out, new_cache)``: the new keys/values are written at ``cache.index``, and
-      attention is causal over every cached position ``< cache.index + T``.
+      attention is causal over the cached real tokens (``nn.KVCache.attend``).
 
     * ``key``: a PRNG key for attention dropout (``dropout_rate > 0`` in training mode).
 
@@ -204,11 +205,12 @@ class MultiHeadAttention(Module):
         self.o = Linear(num_heads * head_dim, out_features, key=subkey(key, "o"), axes=("heads", "embed"),
                         weight_init=torch_linear_init(num_heads * head_dim), **common)
 
-    def init_cache(self, batch: int, max_len: int, *, dtype=jnp.float32) -> KVCache:
+    def init_cache(self, batch: int, max_len: int, *, dtype=jnp.float32, rolling: bool = False) -> KVCache:
         """An empty ``nn.KVCache`` for decoding ``batch`` sequences of up to ``max_len`` positions.
 
         Use the dtype the layer computes in (e.g. ``jnp.bfloat16`` under a bf16 policy),
-        so the cache keeps one dtype from step to step.
+        so the cache keeps one dtype from step to step. ``rolling=True`` keeps the last
+        ``max_len`` tokens instead, for decoding past ``max_len`` (a sliding window).
 
         >>> import jax
         >>> from baobab import nn
@@ -216,7 +218,7 @@ class MultiHeadAttention(Module):
         >>> attn.init_cache(3, 20).k.shape  # (B, max_len, kv_heads, head_dim)
         (3, 20, 1, 8)
         """
-        return KVCache(batch, max_len, self.num_kv_heads, self.head_dim, dtype=dtype)
+        return KVCache(batch, max_len, self.num_kv_heads, self.head_dim, dtype=dtype, rolling=rolling)
 
     def __call__(self, x: jax.Array, context: jax.Array | None = None, *, mask: jax.Array | None = None,
                  causal: bool = False, segment_ids: jax.Array | None = None,
@@ -226,44 +228,37 @@ class MultiHeadAttention(Module):
         check_dim(x, -1, self.features, "features")
         B, T, _ = x.shape
         H, K = self.num_heads, self.num_kv_heads
-        self._check_call(x, context, segment_ids, positions, cache)
+        self._check_call(x, context, mask, segment_ids, positions, cache)
         source = x if context is None else context
 
         q = einops.rearrange(self.q(x), "b t (h d) -> b t h d", h=H)  # (B, T, H, D)
         k = einops.rearrange(self.k(source), "b s (k d) -> b s k d", k=K)  # (B, S, K, D)
         v = einops.rearrange(self.v(source), "b s (k d) -> b s k d", k=K)  # (B, S, K, D)
 
-        start = cache.index if cache is not None else 0
+        if cache is not None:
+            positions = cache.new_positions(T, positions)  # (B, T); -1 marks padding
         if self.rotary is not None:
             if positions is None:
-                positions = start + jnp.arange(T)  # (T,)
+                positions = jnp.arange(T)  # (T,)
             q = self.rotary(q, positions)  # (B, T, H, D)
             k = self.rotary(k, positions)  # (B, T, K, D)
-
-        q_positions = kv_positions = None
-        if cache is not None:
-            cache = cache.append(k, v)
-            k = cache.k.astype(q.dtype)  # (B, L, K, D)
-            v = cache.v.astype(q.dtype)  # (B, L, K, D)
-            q_positions = start + jnp.arange(T)  # (T,): the new tokens, after the cached ones
-            kv_positions = jnp.arange(cache.max_len)  # (L,): unfilled slots lie in the future
-            causal = True
-        if mask is not None:
-            mask = _as_4d_mask(mask, B, H, T, k.shape[1])
         if self.training and self.dropout_rate > 0.0 and key is None:
             raise ValueError(
                 f"{_context.where()} (dropout_rate={self.dropout_rate}) is in training mode but was "
                 f"called without a key; pass key=, or use nn.eval_mode(model) to evaluate."
             )
-        out = attention(q, k, v, causal=causal, mask=mask, segment_ids=segment_ids, q_positions=q_positions,
-                        kv_positions=kv_positions, dropout_rate=self.dropout_rate if self.training else 0.0,
-                        key=key, implementation=self.implementation)  # (B, T, H, D)
-        if cache is not None:  # overflow cannot raise under jit: poison the output instead
-            out = jnp.where(start + T > cache.max_len, jnp.nan, out)
+        if mask is not None:
+            mask = _as_4d_mask(mask, B, H, T, k.shape[1] if cache is None else cache.max_len)
+        if cache is not None:  # causal over the cached real tokens (nn.KVCache.attend)
+            out, cache = cache.attend(q, k, v, positions=positions, mask=mask, implementation=self.implementation)
+        else:
+            out = attention(q, k, v, causal=causal, mask=mask, segment_ids=segment_ids,
+                            dropout_rate=self.dropout_rate if self.training else 0.0, key=key,
+                            implementation=self.implementation)  # (B, T, H, D)
         out = self.o(einops.rearrange(out, "b t h d -> b t (h d)"))  # (B, T, out_features)
         return out if cache is None else (out, cache)
 
-    def _check_call(self, x, context, segment_ids, positions, cache) -> None:
+    def _check_call(self, x, context, mask, segment_ids, positions, cache) -> None:
         B, T, _ = x.shape
         where = _context.where()
         if context is not None:
@@ -280,8 +275,8 @@ class MultiHeadAttention(Module):
                     )
         if cache is not None and segment_ids is not None:
             raise NotImplementedError(
-                f"{where}: segment_ids with a cache is not implemented; decode each sequence "
-                f"in its own batch row and use mask= for padding."
+                f"{where}: segment_ids with a cache is not implemented; decode each sequence in its own "
+                f"batch row, and mark padding tokens with positions=-1 (the cache never attends to them)."
             )
         if segment_ids is not None:
             segment_ids = jnp.asarray(segment_ids)
@@ -290,7 +285,7 @@ class MultiHeadAttention(Module):
                     f"{where}: expected integer segment_ids of shape (B, T) = {(B, T)}, got "
                     f"{segment_ids.dtype}{list(segment_ids.shape)}."
                 )
-        if positions is not None and self.rotary is None:
+        if positions is not None and self.rotary is None and cache is None:
             raise ValueError(
                 f"{where}: positions are only used by a rotary embedding, and this layer has "
                 f"rotary=None. Add positional embeddings to the input instead, or build the layer "

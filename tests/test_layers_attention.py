@@ -86,6 +86,41 @@ def test_cache_with_padding_mask():
     np.testing.assert_allclose(out, full, rtol=1e-5, atol=1e-5)
 
 
+def test_cache_with_left_padding_by_position():
+    """Padding marked with position -1 is never attended to, and real tokens keep their positions."""
+    model, x = _layer("gqa-rotary"), _x()
+    pad = 2  # row 1 is left-padded by 2 tokens
+    real = model(x[1:, pad:], causal=True)  # (1, T - pad, F): row 1 alone, unpadded
+    positions = jnp.stack([jnp.arange(T), (jnp.arange(T) - pad).clip(-1)])  # (B, T); -1 = padding
+    prefill = jax.jit(lambda m, x, c, p: m(x, cache=c, positions=p))
+    out, cache = prefill(model, x, model.init_cache(B, T + 1), positions)
+    np.testing.assert_allclose(out[1:, pad:], real, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[:1], model(x[:1], causal=True), rtol=1e-5, atol=1e-5)
+    assert cache.positions[1].tolist()[:pad + 1] == [-1, -1, 0]
+
+
+def test_rolling_cache_attends_to_a_sliding_window():
+    """Past max_len, a rolling cache equals causal attention over the last max_len tokens."""
+    model, x = _layer("gqa-rotary"), _x()
+    window = 3
+
+    def decode(model, x, cache):
+        def body(cache, x_t):
+            out, cache = model(x_t[:, None], cache=cache)
+            return cache, out[:, 0]
+
+        cache, outs = jax.lax.scan(body, cache, jnp.swapaxes(x, 0, 1))
+        return jnp.swapaxes(outs, 0, 1)
+
+    rolled = jax.jit(decode)(model, x, model.init_cache(B, window, rolling=True))  # T > window steps
+    chunked, _ = jax.jit(lambda m, x, c: m(x, cache=c))(model, x, model.init_cache(B, window, rolling=True))
+    for t in range(T):  # token t sees tokens max(0, t - window + 1) .. t, at their own positions
+        lo = max(0, t - window + 1)
+        alone = model(x[:, lo:t + 1], causal=True, positions=jnp.arange(lo, t + 1))[:, -1]
+        np.testing.assert_allclose(rolled[:, t], alone, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(chunked[:, t], alone, rtol=1e-5, atol=1e-5)
+
+
 def test_cache_overflow():
     model = _layer("mha")
     cache = model.init_cache(B, 4)
@@ -110,7 +145,8 @@ def test_cache_logical_axes():
     cache = _layer("gqa-rotary").init_cache(B, 8)
     axes = {path: meta.axes for path, _, meta in nn.iter_arrays(cache)}
     assert axes == {"k": ("batch", "length", "kv_heads", "head_dim"),
-                    "v": ("batch", "length", "kv_heads", "head_dim"), "index": ()}
+                    "v": ("batch", "length", "kv_heads", "head_dim"), "positions": ("batch", "length"),
+                    "index": ()}
 
 
 # ----------------------------------------------------------------------------------------
