@@ -61,7 +61,7 @@ import pydantic
 from baobab import nn
 from baobab.config import Config
 
-from ._decoder import apply_layers, cache_index, check_token_inputs, decode_layers, layer_caches
+from ._decoder import apply_layers, check_token_inputs, decode_layers, decode_positions, layer_caches
 
 __all__ = ["GPT2Config", "GPT2", "GPT2Block"]
 
@@ -164,14 +164,10 @@ class GPT2Attention(nn.Module):
                            key=k_attn)  # (B, T, H, Dh)
         return self._out(out, k_out)
 
-    def decode(self, x: jax.Array, cache: nn.KVCache) -> tuple[jax.Array, nn.KVCache]:
-        """New positions ``x`` ``(B, T, D)`` after the ``cache.index`` cached ones: ``(y, new cache)``."""
+    def decode(self, x: jax.Array, cache: nn.KVCache, *, positions: jax.Array) -> tuple[jax.Array, nn.KVCache]:
+        """New tokens ``x`` ``(B, T, D)`` at ``positions`` ``(B, T)`` after the cached ones: ``(y, new cache)``."""
         q, k, v = self._qkv(x)
-        start, T = cache.index, x.shape[1]
-        cache = cache.append(k, v)  # keys/values of positions [0, start + T)
-        out = nn.attention(q, cache.k.astype(q.dtype), cache.v.astype(q.dtype), causal=True,
-                           q_positions=start + jnp.arange(T), kv_positions=jnp.arange(cache.max_len))
-        out = jnp.where(start + T > cache.max_len, jnp.nan, out)  # overflow cannot raise under jit
+        out, cache = cache.attend(q, k, v, positions=positions)  # (B, T, H, Dh)
         return self._out(out, None), cache
 
 
@@ -216,8 +212,8 @@ class GPT2Block(nn.Module):
         h = x + self.attn(self.ln_1(x), segment_ids=segment_ids, key=k1)  # (B, T, D)
         return h + self.mlp(self.ln_2(h), key=k2)  # (B, T, D)
 
-    def decode(self, x: jax.Array, cache: nn.KVCache) -> tuple[jax.Array, nn.KVCache]:
-        a, cache = self.attn.decode(self.ln_1(x), cache)
+    def decode(self, x: jax.Array, cache: nn.KVCache, *, positions: jax.Array) -> tuple[jax.Array, nn.KVCache]:
+        a, cache = self.attn.decode(self.ln_1(x), cache, positions=positions)
         h = x + a  # (B, T, D)
         return h + self.mlp(self.ln_2(h)), cache
 
@@ -251,9 +247,9 @@ class GPT2Transformer(nn.Module):
         x = apply_layers(self.h, x, segment_ids=segment_ids, key=k_blocks)
         return self.ln_f(x)  # (B, T, D)
 
-    def decode(self, ids: jax.Array, cache) -> tuple[jax.Array, object]:
-        x = self.wte(ids) + self.wpe(cache_index(cache) + jnp.arange(ids.shape[1]))  # (B, T, D)
-        x, cache = decode_layers(self.h, x, cache)
+    def decode(self, ids: jax.Array, cache, *, positions: jax.Array) -> tuple[jax.Array, object]:
+        x = self.wte(ids) + self.wpe(jnp.maximum(positions, 0))  # (B, T, D); padding (-1) is never attended to
+        x, cache = decode_layers(self.h, x, cache, positions=positions)
         return self.ln_f(x), cache
 
 
@@ -265,9 +261,11 @@ class GPT2(nn.Module):
       ``(B, T)``: attention stays inside each document and positions restart, so each
       document's logits are those it would get alone. With ``config.dropout > 0`` a call
       in training mode needs ``key=`` (``nn.eval_mode(model)`` turns dropout off).
-    * ``model.decode(ids, cache)``: the new tokens at positions ``cache index ...`` with a
-      cache from ``init_cache``; returns ``(logits, new_cache)``. A prefill followed by
-      one-token steps gives the full forward's logits.
+    * ``model.decode(ids, cache, positions=None)``: the new tokens at positions ``cache
+      index ...`` (or ``positions``, -1 for padding) with a cache from ``init_cache``;
+      returns ``(logits, new_cache)``. A prefill followed by one-token steps gives the
+      full forward's logits. Learned positions end at ``max_len``: ``models.generate``
+      goes past it by re-reading a sliding window of the last ``max_len`` tokens.
     """
 
     transformer: GPT2Transformer
@@ -307,8 +305,13 @@ class GPT2(nn.Module):
             )
         return self._logits(self.transformer(ids, segment_ids=segment_ids, positions=positions, key=key))
 
-    def decode(self, ids: jax.Array, cache) -> tuple[jax.Array, object]:
-        """Logits ``(B, T, V)`` of new tokens ``ids`` after the cached ones, and the new cache."""
+    def decode(self, ids: jax.Array, cache, *, positions: jax.Array | None = None) -> tuple[jax.Array, object]:
+        """Logits ``(B, T, V)`` of new tokens ``ids`` after the cached ones, and the new cache.
+
+        ``positions`` ``(B, T)``: the tokens' positions, ``< max_len`` (default: the cache's
+        next ones); -1 marks padding, e.g. of left-padded prompts.
+        """
         ids = check_token_inputs("GPT2", ids, None, None)
-        h, cache = self.transformer.decode(ids, cache)
+        positions = decode_positions("GPT2", ids, cache, positions)
+        h, cache = self.transformer.decode(ids, cache, positions=positions)
         return self._logits(h), cache

@@ -174,8 +174,6 @@ def test_sampling_options():
     assert bool(jnp.all((greedy[:, 4:] == a[0, 4]) | (jnp.cumsum(greedy[:, 4:] == a[0, 4], 1) == 0)))
     with pytest.raises(ValueError, match="needs key"):
         models.generate(model, prompt, 3, temperature=0.7)
-    with pytest.raises(ValueError, match="max_len=40"):
-        models.generate(model, prompt, 40)
 
     logits = jax.random.normal(jax.random.key(4), (2000, 64))  # (B, V)
     top3 = jax.lax.top_k(logits, 3)[1]
