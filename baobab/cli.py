@@ -153,8 +153,14 @@ def _generate(args: argparse.Namespace) -> int:
     from baobab.commands import generate_text
     from baobab.runs import load_run
 
-    print(generate_text(load_run(args.run, args.overrides), args.prompt, args.steps, temperature=args.temperature,
-                        top_k=args.top_k, top_p=args.top_p, seed=args.seed))
+    def show(text: str) -> None:
+        print(text, end="", flush=True)
+
+    show(args.prompt)
+    generate_text(load_run(args.run, args.overrides), args.prompt, args.steps, temperature=args.temperature,
+                  top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=tuple(args.stop), eos_id=args.eos_id,
+                  on_text=show)
+    print()
     return 0
 
 
@@ -194,7 +200,9 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
 
     gen = sub.add_parser("generate", help="sample text from a trained language-model run", formatter_class=fmt,
                          epilog='examples:\n  baobab generate runs/gpt_bytes --prompt "def " --steps 200\n'
-                                '  baobab generate runs/gpt_bytes --prompt "import" --temperature 0.8 --top-p 0.9\n')
+                                '  baobab generate runs/gpt_bytes --prompt "import" --temperature 0.8 --top-p 0.9\n'
+                                '  baobab generate runs/char_lm --prompt "- Issue " --steps 400 --stop $\'\\n\\n\'\n'
+                                'Tokens are printed as they are made.\n')
     gen.add_argument("run", help="a run directory of a gpt2/llama run")
     gen.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
     gen.add_argument("--prompt", required=True, help="text to continue")
@@ -203,6 +211,9 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
     gen.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed")
+    gen.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                     help="stop before this text (repeatable), e.g. --stop $'\\n\\n'")
+    gen.add_argument("--eos-id", type=int, default=None, help="stop at this token id (the tokenizer's end of text)")
     gen.set_defaults(func=_generate)
 
     plot = sub.add_parser("plot", help="PNG curves of runs' metrics.jsonl", formatter_class=fmt,

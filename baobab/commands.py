@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ from baobab.experiment import (ExperimentConfig, build_optimizer, check_fits, ma
                                task_of)
 from baobab.init_from import pretrained_model
 from baobab.runs import has_checkpoint, restore_model, write_config
+from baobab.text_stream import TextStream
 
 __all__ = ["run_train", "run_eval", "generate_text"]
 
@@ -72,8 +74,14 @@ def run_eval(config: ExperimentConfig) -> dict[str, float]:
 
 
 def generate_text(config: ExperimentConfig, prompt: str, steps: int, *, temperature: float = 0.0,
-                  top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> str:
-    """The prompt continued by ``steps`` tokens of a language-model run's newest model."""
+                  top_k: int | None = None, top_p: float | None = None, seed: int = 0, stop: Sequence[str] = (),
+                  eos_id: int | None = None, on_text: Callable[[str], None] | None = None) -> str:
+    """The prompt continued by up to ``steps`` tokens of a language-model run's newest model.
+
+    Tokens are decoded as they are made (``models.generate_stream``); ``on_text`` gets
+    each piece of final text (``baobab generate`` prints them). Generation ends early at
+    ``eos_id`` or at the first of the ``stop`` strings, which is not included.
+    """
     if "language_model" not in getattr(type(config.model), "tasks", ()):
         raise ConfigError(f"model.kind = {config.model.kind!r} is not a language model; generate needs a run "
                           f"with task=language_model")
@@ -94,6 +102,17 @@ def generate_text(config: ExperimentConfig, prompt: str, steps: int, *, temperat
     if not ids:
         raise ConfigError("--prompt is empty; give at least one character")
     model, _ = restore_model(config)
-    out = models.generate(nn.eval_mode(model), jnp.asarray([ids], jnp.int32), steps, temperature=temperature,
-                          top_k=top_k, top_p=top_p, key=jax.random.key(seed))
-    return prompt + decode(np.asarray(out[0, len(ids):]))
+    stream = TextStream(decode, stop=stop)
+    show = on_text or (lambda text: None)
+    tokens = models.generate_stream(nn.eval_mode(model), jnp.asarray([ids], jnp.int32), steps,
+                                    temperature=temperature, top_k=top_k, top_p=top_p, key=jax.random.key(seed),
+                                    eos_id=eos_id)
+    for token in tokens:
+        if eos_id is not None and int(token[0]) == eos_id:
+            break
+        show(stream.push(int(token[0])))
+        if stream.stopped:
+            break
+    tokens.close()
+    show(stream.finish())
+    return prompt + stream.text

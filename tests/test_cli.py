@@ -133,6 +133,10 @@ def test_gpt_bytes_trains_generates_and_runs_sharded(tmp_path):
     assert losses[-1] < 0.8 * losses[0], losses
     gen = run("generate", workdir, "--prompt", "def ", "--steps", "20", cwd=tmp_path)
     assert gen.returncode == 0 and gen.stdout.startswith("def "), gen.stderr
+    text = gen.stdout[len("def "):].rstrip("\n")
+    stop = text[6:8]  # greedy is deterministic: this stop string occurs, first at text.find(stop)
+    stopped = run("generate", workdir, "--prompt", "def ", "--steps", "20", "--stop", stop, cwd=tmp_path)
+    assert stopped.returncode == 0 and stopped.stdout == "def " + text[:text.find(stop)] + "\n", stopped.stdout
     # The same config on 8 fake devices, fsdp=4 x tensor=2, by overrides only.
     sharded = run("train", REPO / "configs" / "gpt_bytes.py", f"trainer.workdir={tmp_path / 'gpt8'}",
                   "trainer.steps=4", "trainer.eval_every=0", "data.stdlib_limit=40", "mesh.data=1", "mesh.fsdp=4",
