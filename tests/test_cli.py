@@ -146,6 +146,23 @@ def test_gpt_bytes_trains_generates_and_runs_sharded(tmp_path):
 
 
 @pytest.mark.slow
+def test_char_lm_trains_on_one_text_file_of_the_users(tmp_path):
+    """configs/char_lm.py on a single file: its tail is the eval split, scored whole, and the loss falls."""
+    text = tmp_path / "my.txt"
+    text.write_bytes(b"".join(p.read_bytes() for p in sorted((REPO / "docs").glob("*.md"))))
+    workdir = tmp_path / "char"
+    out = run("train", REPO / "configs" / "char_lm.py", f"data.files=('{text}',)", f"trainer.workdir={workdir}",
+              "trainer.steps=60", "trainer.eval_every=60", "schedule.warmup_steps=10", "model.num_layers=2",
+              cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    evals = [r for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if "eval/loss" in r]
+    assert [r["step"] for r in evals] == [0, 60]
+    assert evals[-1]["eval/loss"] < 0.7 * evals[0]["eval/loss"], evals
+    gen = run("generate", workdir, "--prompt", "The ", "--steps", "30", "--temperature", "0.8", cwd=tmp_path)
+    assert gen.returncode == 0 and gen.stdout.startswith("The "), gen.stderr
+
+
+@pytest.mark.slow
 def test_resnet_on_an_image_folder(tmp_path):
     subprocess.run([sys.executable, REPO / "scripts" / "make_shapes_dataset.py", tmp_path / "shapes",
                     "--train", "60", "--test", "30"], check=True)
