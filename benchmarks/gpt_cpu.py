@@ -5,9 +5,9 @@
     python benchmarks/gpt_cpu.py --only baobab,raw_jax,torch
 
 Implementations (``gpt_impls.py``, all from the same weights and batch): baobab
-(the GPT assembled from ``baobab.nn`` layers: ``nn.MultiHeadAttention``, ``nn.MLP``,
-``nn.LayerNorm``, ``nn.Embedding``), ``baobab_gpt2`` (``baobab.models.GPT2``, the
-model zoo's GPT-2 with a fused q|k|v projection and ``jax.nn.dot_product_attention``),
+(``baobab.models.GPT2``, the model zoo's GPT-2 that ``baobab train`` builds, attending
+through ``nn.attention``), ``baobab_nn`` (the same GPT assembled from ``baobab.nn``
+layers: ``nn.MultiHeadAttention``, ``nn.MLP``, ``nn.LayerNorm``, ``nn.Embedding``),
 raw JAX, Equinox, Flax NNX (``nnx.jit`` and ``nnx.cached_partial``), PyTorch eager
 and ``torch.compile``.
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _harness as H  # noqa: E402
 import gpt_impls as G  # noqa: E402
 
-IMPLEMENTATIONS = ("baobab", "baobab_gpt2", "raw_jax", "equinox", "nnx_jit", "nnx_cached", "torch", "torch_compile")
+IMPLEMENTATIONS = ("baobab", "baobab_nn", "raw_jax", "equinox", "nnx_jit", "nnx_cached", "torch", "torch_compile")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

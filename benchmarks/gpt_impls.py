@@ -202,18 +202,19 @@ def nn_model(spec: GPTSpec):
 
 
 def build_baobab(spec: GPTSpec, *, scan_layers: bool = False, policy: Any = None,
-                 model: str = "nn") -> Impl:
+                 model: str = "gpt2") -> Impl:
     """baobab's GPT, ``optax.adamw``, one donating ``jax.jit`` step.
 
-    ``model="nn"``: assembled from ``nn`` layers (``nn_model``); ``model="gpt2"``:
-    ``baobab.models.GPT2`` (optionally with ``scan_layers``).
+    ``model="gpt2"`` (the row named ``baobab``): the zoo's ``baobab.models.GPT2``, the
+    model users train (optionally with ``scan_layers``); ``model="nn"`` (``baobab_nn``):
+    the same GPT assembled from ``nn`` layers (``nn_model``).
     """
     import jax
     import optax
     from baobab import nn
 
-    name = {"nn": "baobab", "gpt2": "baobab_gpt2"}[model]
-    model = nn_model(spec) if name == "baobab" else baobab_model(spec, scan_layers=scan_layers)
+    name = {"nn": "baobab_nn", "gpt2": "baobab"}[model]
+    model = nn_model(spec) if name == "baobab_nn" else baobab_model(spec, scan_layers=scan_layers)
     if policy is not None:
         model = nn.with_policy(model, policy)
     opt = _adamw(spec)
@@ -557,7 +558,7 @@ def build_torch(spec: GPTSpec, *, compile: bool = False, device: str = "cpu",
 def builders(spec: GPTSpec) -> dict[str, Callable[[], Impl]]:
     return {
         "baobab": lambda: build_baobab(spec),
-        "baobab_gpt2": lambda: build_baobab(spec, model="gpt2"),
+        "baobab_nn": lambda: build_baobab(spec, model="nn"),
         "raw_jax": lambda: build_raw_jax(spec),
         "equinox": lambda: build_equinox(spec),
         "nnx_jit": lambda: build_nnx(spec),

@@ -1,7 +1,7 @@
 """The GPT benchmarks' implementations compute the same model.
 
 ``benchmarks/gpt_impls.py`` writes one GPT in baobab (from ``nn`` layers, and as
-``baobab.models.GPT2``), raw JAX, Equinox, Flax NNX and PyTorch (eager and
+``baobab.models.GPT2``, the reference), raw JAX, Equinox, Flax NNX and PyTorch (eager and
 ``torch.compile``). On a small configuration each must have
 the same parameter count as the spec and the baobab model, the same loss at step 0
 (same weights, same batch) and after two AdamW steps. The scanned and unrolled
@@ -44,7 +44,7 @@ def test_default_spec_is_the_issue_s_model():
     assert (spec.d, spec.layers, spec.heads, spec.seq, spec.batch, spec.vocab) == (256, 4, 4, 128, 16, 256)
 
 
-@pytest.mark.parametrize("name", ["baobab_gpt2", "raw_jax", "equinox", "nnx_jit", "nnx_cached", "torch",
+@pytest.mark.parametrize("name", ["baobab_nn", "raw_jax", "equinox", "nnx_jit", "nnx_cached", "torch",
                                   pytest.param("torch_compile", marks=pytest.mark.slow)])
 def test_same_params_and_losses_as_baobab(name, reference):
     reason = _harness.missing(G.NEEDS[name]) if name in G.NEEDS else None
