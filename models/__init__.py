@@ -9,6 +9,10 @@ kind         config              model              file
 ``vit``      ``ViTConfig``       ``ViT``            ``vit.py`` (HF ``ViTModel`` names)
 ``gpt2``     ``GPT2Config``      ``GPT2``           ``gpt2.py`` (HF ``GPT2LMHeadModel`` names)
 ``llama``    ``LlamaConfig``     ``Llama``          ``llama.py`` (HF ``LlamaForCausalLM`` names)
+``mistral``  ``MistralConfig``   ``Llama``          ``llama_variants.py`` (HF ``MistralForCausalLM`` names)
+``qwen2``    ``Qwen2Config``     ``Llama``          ``llama_variants.py`` (HF ``Qwen2ForCausalLM`` names)
+``qwen3``    ``Qwen3Config``     ``Llama``          ``llama_variants.py`` (HF ``Qwen3ForCausalLM`` names)
+``gemma3``   ``Gemma3Config``    ``Gemma3``         ``gemma3.py`` (HF ``Gemma3ForCausalLM`` names)
 ``bert``     ``BertConfig``      ``Bert``           ``bert.py`` (HF ``BertModel`` names)
 ===========  ==================  =================  ==========================================
 
@@ -24,7 +28,7 @@ samples from the language models, and ``hf`` holds the upstream name tables.
 >>> from baobab import models
 >>> model = models.build_model(models.CNNConfig(), key=jax.random.key(0))
 >>> type(model).__name__, sorted(models.MODELS)
-('CNN', ['bert', 'cnn', 'gpt2', 'llama', 'mlp', 'resnet', 'vit'])
+('CNN', ['bert', 'cnn', 'gemma3', 'gpt2', 'llama', 'mistral', 'mlp', 'qwen2', 'qwen3', 'resnet', 'vit'])
 >>> models.build_model({"kind": "mlp", "hidden": [32]}, key=jax.random.key(0)).hidden[0].weight.shape
 (784, 32)
 """
@@ -45,13 +49,19 @@ from .bert import BertConfig as BertConfig
 from .bert import mean_pool as mean_pool
 from .cnn import CNN as CNN
 from .cnn import CNNConfig as CNNConfig
+from .gemma3 import Gemma3 as Gemma3
+from .gemma3 import Gemma3Config as Gemma3Config
 from .generate import generate as generate
+from .generate import generate_stream as generate_stream
 from .generate import sample_logits as sample_logits
 from .gpt2 import GPT2 as GPT2
 from .gpt2 import GPT2Config as GPT2Config
 from .llama import Llama as Llama
 from .llama import LlamaConfig as LlamaConfig
 from .llama import RopeScalingConfig as RopeScalingConfig
+from .llama_variants import MistralConfig as MistralConfig
+from .llama_variants import Qwen2Config as Qwen2Config
+from .llama_variants import Qwen3Config as Qwen3Config
 from .mlp import MLPClassifier as MLPClassifier
 from .mlp import MLPConfig as MLPConfig
 from .resnet import ResNet as ResNet
@@ -75,6 +85,10 @@ MODELS: dict[str, ModelEntry] = {
     "vit": ModelEntry(ViTConfig, ViT),
     "gpt2": ModelEntry(GPT2Config, GPT2),
     "llama": ModelEntry(LlamaConfig, Llama),
+    "mistral": ModelEntry(MistralConfig, Llama),  # the Llama blocks with a sliding window
+    "qwen2": ModelEntry(Qwen2Config, Llama),  # ... with q/k/v biases
+    "qwen3": ModelEntry(Qwen3Config, Llama),  # ... with q/k RMSNorm
+    "gemma3": ModelEntry(Gemma3Config, Gemma3),
     "bert": ModelEntry(BertConfig, Bert),
 }
 
@@ -113,6 +127,7 @@ def build_model(config: Config | Mapping[str, Any], *, key: jax.Array):
 __all__ = [
     "MODELS", "ModelEntry", "ModelConfig", "build_model", "parse_model_config",
     "MLPConfig", "MLPClassifier", "CNNConfig", "CNN", "ResNetConfig", "ResNet", "ViTConfig", "ViT",
-    "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "BertConfig", "Bert", "mean_pool",
-    "generate", "sample_logits", "hf", "hf_config", "hf_io",
+    "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "MistralConfig", "Qwen2Config",
+    "Qwen3Config", "Gemma3Config", "Gemma3", "BertConfig", "Bert", "mean_pool",
+    "generate", "generate_stream", "sample_logits", "hf", "hf_config", "hf_io",
 ]

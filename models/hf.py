@@ -18,10 +18,11 @@ Our paths are written per layer (``h[3]``). When a model stores its layers stack
 ``hf_state_dict`` translate between ``transformer.h[i].X`` and row ``i`` of
 ``transformer.h.layer.X`` themselves, so a table serves both layouts.
 
-What is here: the tables (``gpt2_names``, ``llama_names``, ``bert_names``, ``vit_names``,
-``resnet_names``, each a function of the model config because e.g. a tied head has
-no ``lm_head``), config translation from a ``config.json`` dict (``config_from_hf``, from ``hf_config``),
-and an in-memory ``load_hf`` / ``hf_state_dict``. Reading safetensors shard by shard
+What is here: the tables (``gpt2_names``, ``llama_names``, ``mistral_names``, ``qwen2_names``,
+``qwen3_names``, ``gemma3_names``, ``bert_names``, ``vit_names``, ``resnet_names``, each a
+function of the model config because e.g. a tied head has no ``lm_head``), config
+translation from a ``config.json`` dict (``config_from_hf``, from ``hf_config``), and an
+in-memory ``load_hf`` / ``hf_state_dict``. Reading safetensors shard by shard
 into a target sharding is the importer's job; it can use ``NameTable.to_ours`` and
 ``to_baobab_layout`` per tensor.
 
@@ -52,15 +53,18 @@ from baobab import nn
 from baobab.errors import CheckpointError, ConfigError, ShapeMismatchError
 
 from .bert import BertConfig
+from .gemma3 import Gemma3Config
 from .gpt2 import GPT2Config
 from .hf_config import config_from_hf as config_from_hf
 from .llama import LlamaConfig
+from .llama_variants import MistralConfig, Qwen2Config, Qwen3Config
 from .resnet import ResNetConfig
 from .vit import ViTConfig
 
 __all__ = [
     "NameTable", "LAYOUTS", "to_baobab_layout", "to_torch_layout", "load_hf", "hf_state_dict",
-    "gpt2_names", "llama_names", "bert_names", "vit_names", "resnet_names", "NAME_TABLES", "names_for",
+    "gpt2_names", "llama_names", "mistral_names", "qwen2_names", "qwen3_names", "gemma3_names", "bert_names",
+    "vit_names", "resnet_names", "NAME_TABLES", "names_for",
     "config_from_hf",
 ]
 
@@ -277,12 +281,13 @@ def gpt2_names(config: GPT2Config) -> NameTable:
     return NameTable(tuple(rules), tuple(ignore), prefixes)
 
 
-def llama_names(config: LlamaConfig) -> NameTable:
-    """``LlamaForCausalLM``. Projections are torch ``Linear``: transposed."""
+def _decoder_names(config: Any, norms: Iterable[str]) -> NameTable:
+    """A Llama-like ``*ForCausalLM``: embeddings, the per-layer ``norms``, q/k/v/o and gate/up/down
+    projections (torch ``Linear``: transposed) with their biases (rules for absent biases match nothing)."""
     layer = "model.layers.{i}."
     projections = [f"self_attn.{p}_proj" for p in "qkvo"] + [f"mlp.{p}_proj" for p in ("gate", "up", "down")]
     rules = _same_names(["model.embed_tokens.weight", "model.norm.weight"])
-    rules += _same_names([layer + "input_layernorm.weight", layer + "post_attention_layernorm.weight"])
+    rules += _same_names([layer + n + ".weight" for n in norms])
     rules += _same_names([layer + p + ".weight" for p in projections], "linear")
     rules += _same_names([layer + p + ".bias" for p in projections])
     ignore = [r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"]
@@ -291,6 +296,37 @@ def llama_names(config: LlamaConfig) -> NameTable:
     else:
         rules.append(("lm_head.weight", "lm_head.weight", "linear"))
     return NameTable(tuple(rules), tuple(ignore))
+
+
+def _llama_norms(config: LlamaConfig) -> tuple[str, ...]:
+    qk = ("self_attn.q_norm", "self_attn.k_norm") if config.qk_norm else ()
+    return ("input_layernorm", "post_attention_layernorm", *qk)
+
+
+def llama_names(config: LlamaConfig) -> NameTable:
+    """``LlamaForCausalLM``. Projections are torch ``Linear``: transposed."""
+    return _decoder_names(config, _llama_norms(config))
+
+
+def mistral_names(config: MistralConfig) -> NameTable:
+    """``MistralForCausalLM``: Llama's names (the sliding window has no parameters)."""
+    return _decoder_names(config, _llama_norms(config))
+
+
+def qwen2_names(config: Qwen2Config) -> NameTable:
+    """``Qwen2ForCausalLM``: Llama's names, with ``q_proj``/``k_proj``/``v_proj`` biases."""
+    return _decoder_names(config, _llama_norms(config))
+
+
+def qwen3_names(config: Qwen3Config) -> NameTable:
+    """``Qwen3ForCausalLM``: Llama's names plus ``self_attn.q_norm``/``k_norm`` ``(head_dim,)``."""
+    return _decoder_names(config, _llama_norms(config))
+
+
+def gemma3_names(config: Gemma3Config) -> NameTable:
+    """``Gemma3ForCausalLM``: four norms per layer, q/k norms; the embedding is stored unscaled."""
+    return _decoder_names(config, ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                                   "post_feedforward_layernorm", "self_attn.q_norm", "self_attn.k_norm"))
 
 
 def bert_names(config: BertConfig) -> NameTable:
@@ -349,7 +385,8 @@ def resnet_names(config: ResNetConfig) -> NameTable:
 
 
 #: model kind -> the function giving its table for a config.
-NAME_TABLES = {"gpt2": gpt2_names, "llama": llama_names, "bert": bert_names, "vit": vit_names,
+NAME_TABLES = {"gpt2": gpt2_names, "llama": llama_names, "mistral": mistral_names, "qwen2": qwen2_names,
+               "qwen3": qwen3_names, "gemma3": gemma3_names, "bert": bert_names, "vit": vit_names,
                "resnet": resnet_names}
 
 

@@ -1,8 +1,9 @@
 """Hugging Face ``config.json`` <-> baobab model configs, both directions.
 
 ``config_from_hf(cfg)`` reads a ``config.json`` dict into the zoo's config (GPT-2,
-Llama, BERT, ViT), listing together every setting baobab does not support;
-``config_to_hf(config)`` writes the dict transformers needs to load an export.
+Llama, Mistral, Qwen2, Qwen3, Gemma 3 text, BERT, ViT), listing together every setting
+baobab does not support; ``config_to_hf(config)`` writes the dict transformers needs to
+load an export, and refuses options the target HF class has no place for.
 
 >>> from baobab.models import GPT2Config, hf_config
 >>> cfg = hf_config.config_to_hf(GPT2Config(vocab_size=16, max_len=8, hidden_size=8, num_layers=1, num_heads=2))
@@ -17,8 +18,10 @@ from typing import Any, Iterable, Mapping
 from baobab.errors import ConfigError
 
 from .bert import BertConfig
+from .gemma3 import Gemma3Config
 from .gpt2 import GPT2Config
 from .llama import LlamaConfig, RopeScalingConfig
+from .llama_variants import MistralConfig, Qwen2Config, Qwen3Config
 from .resnet import ResNetConfig
 from .vit import ViTConfig
 
@@ -41,10 +44,92 @@ _ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh
         "relu": "relu", "silu": "silu", "swish": "silu"}
 
 
+#: HF ``model_type`` -> our config, for the Llama architecture and its option families.
+LLAMA_FAMILY = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}
+SUPPORTED = ["gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma3_text", "bert", "vit"]
+
+
+def _rope_scaling(rope: Mapping[str, Any], cfg: Mapping[str, Any], problems: list[str],
+                  where: str = "rope_scaling") -> RopeScalingConfig | None:
+    """HF ``rope_scaling`` / ``rope_parameters`` -> ours (None for the default RoPE)."""
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in ("default", "linear", "llama3"):
+        problems.append(f"{where}.rope_type={rope_type!r} (supported: default, linear, llama3)")
+    if rope_type not in ("linear", "llama3"):
+        return None
+    return RopeScalingConfig(
+        kind=rope_type, factor=rope["factor"], low_freq_factor=rope.get("low_freq_factor", 1.0),
+        high_freq_factor=rope.get("high_freq_factor", 4.0),
+        original_max_len=rope.get("original_max_position_embeddings", cfg.get("max_position_embeddings", 2048)))
+
+
+def _llama_family_from_hf(cfg: Mapping[str, Any], kind: str, problems: list[str]) -> dict:
+    """Our ``LlamaConfig`` fields for a Llama / Mistral / Qwen2 / Qwen3 ``config.json``."""
+    _require(cfg, problems, "hidden_act", ("silu",), "silu")
+    _require(cfg, problems, "pretraining_tp", (1,), 1)
+    if kind in ("qwen2", "qwen3"):  # a window on the upper layers only: not in any released checkpoint
+        _require(cfg, problems, "use_sliding_window", (False,), False)
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    fields = dict(vocab_size=cfg.get("vocab_size", 32000), max_len=cfg.get("max_position_embeddings", 2048),
+                  hidden_size=cfg.get("hidden_size", 4096), num_layers=cfg.get("num_hidden_layers", 32),
+                  num_heads=cfg.get("num_attention_heads", 32), num_kv_heads=cfg.get("num_key_value_heads"),
+                  head_dim=cfg.get("head_dim", 128 if kind == "qwen3" else None),
+                  intermediate_size=cfg.get("intermediate_size", 11008), norm_eps=cfg.get("rms_norm_eps", 1e-6),
+                  rope_theta=rope.get("rope_theta", cfg.get("rope_theta", 10000.0)),
+                  rope_scaling=_rope_scaling(rope, cfg, problems),
+                  tie_embeddings=cfg.get("tie_word_embeddings", False))
+    if kind in ("llama", "qwen3"):
+        fields["attention_bias"] = cfg.get("attention_bias", False)
+    if kind == "llama":
+        fields["mlp_bias"] = cfg.get("mlp_bias", False)
+    if kind == "mistral":
+        fields["sliding_window"] = cfg.get("sliding_window", 4096)
+    fields["qkv_bias"], fields["qk_norm"] = kind == "qwen2", kind == "qwen3"
+    return fields
+
+
+def _gemma3_pattern(num_layers: int, every: int = 6) -> list[str]:
+    return ["full_attention" if (i + 1) % every == 0 else "sliding_attention" for i in range(num_layers)]
+
+
+def _gemma3_from_hf(cfg: Mapping[str, Any], problems: list[str]) -> dict:
+    """Our ``Gemma3Config`` fields for a ``gemma3_text`` ``config.json`` (RoPE in either HF format)."""
+    _require(cfg, problems, "hidden_activation", ("gelu_pytorch_tanh",), "gelu_pytorch_tanh")
+    _require(cfg, problems, "use_bidirectional_attention", (False, None), False)
+    # transformers' Gemma3 keeps attn_logit_softcapping but never applies it (nor do the released
+    # checkpoints, all None): a value here would make our logits differ from theirs
+    _require(cfg, problems, "attn_logit_softcapping", (None,), None)
+    params = cfg.get("rope_parameters") or {}
+    if "full_attention" in params or "sliding_attention" in params:  # one RoPE per layer type
+        full, local = params.get("full_attention") or {}, params.get("sliding_attention") or {}
+    else:  # rope_theta, rope_scaling (global layers) and rope_local_base_freq
+        full = {**(cfg.get("rope_scaling") or {}), "rope_theta": cfg.get("rope_theta", 1000000.0)}
+        local = {"rope_theta": cfg.get("rope_local_base_freq", 10000.0)}
+    if local.get("rope_type", local.get("type", "default")) != "default":
+        problems.append(f"rope_parameters.sliding_attention={local!r} (supported: the default RoPE)")
+    num_layers = cfg.get("num_hidden_layers", 26)
+    layer_types = list(cfg.get("layer_types") or _gemma3_pattern(num_layers, cfg.get("sliding_window_pattern", 6)))
+    if cfg.get("sliding_window", 4096) is None:
+        problems.append("sliding_window=None (supported: a window for the sliding_attention layers)")
+    return dict(vocab_size=cfg.get("vocab_size", 262208), max_len=cfg.get("max_position_embeddings", 131072),
+                hidden_size=cfg.get("hidden_size", 2304), num_layers=num_layers,
+                num_heads=cfg.get("num_attention_heads", 8), num_kv_heads=cfg.get("num_key_value_heads", 4),
+                head_dim=cfg.get("head_dim", 256), intermediate_size=cfg.get("intermediate_size", 9216),
+                norm_eps=cfg.get("rms_norm_eps", 1e-6), rope_theta=full.get("rope_theta", 1000000.0),
+                rope_local_theta=local.get("rope_theta", 10000.0),
+                rope_scaling=_rope_scaling(full, cfg, problems, "rope_parameters.full_attention"),
+                sliding_window=cfg.get("sliding_window", 4096),
+                layer_types=None if layer_types == _gemma3_pattern(num_layers) else tuple(layer_types),
+                query_pre_attn_scalar=cfg.get("query_pre_attn_scalar", 256),
+                final_softcap=cfg.get("final_logit_softcapping"),
+                attention_bias=cfg.get("attention_bias", False), tie_embeddings=cfg.get("tie_word_embeddings", True))
+
+
 def config_from_hf(cfg: Mapping[str, Any], **overrides: Any):
     """Our config for a Hugging Face ``config.json`` (a dict); ``overrides`` set our fields.
 
-    The architecture comes from ``model_type`` (``gpt2``, ``llama``, ``bert``, ``vit``).
+    The architecture comes from ``model_type`` (``SUPPORTED``: ``gpt2``, ``llama``, ``mistral``,
+    ``qwen2``, ``qwen3``, ``gemma3_text``, ``bert``, ``vit``).
     Values baobab does not implement are all reported in one ``NotImplementedError``.
 
     >>> from baobab.models import hf
@@ -68,28 +153,12 @@ def config_from_hf(cfg: Mapping[str, Any], **overrides: Any):
                       attention_dropout=cfg.get("attn_pdrop", 0.1),
                       tie_embeddings=cfg.get("tie_word_embeddings", True))
         config_class = GPT2Config
-    elif kind == "llama":
-        _require(cfg, problems, "hidden_act", ("silu",), "silu")
-        _require(cfg, problems, "pretraining_tp", (1,), 1)
-        rope = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type not in ("default", "linear", "llama3"):
-            problems.append(f"rope_scaling.rope_type={rope_type!r} (supported: default, linear, llama3)")
-        scaling = None
-        if rope_type in ("linear", "llama3"):
-            scaling = RopeScalingConfig(
-                kind=rope_type, factor=rope["factor"], low_freq_factor=rope.get("low_freq_factor", 1.0),
-                high_freq_factor=rope.get("high_freq_factor", 4.0),
-                original_max_len=rope.get("original_max_position_embeddings", cfg.get("max_position_embeddings", 2048)))
-        fields = dict(vocab_size=cfg.get("vocab_size", 32000), max_len=cfg.get("max_position_embeddings", 2048),
-                      hidden_size=cfg.get("hidden_size", 4096), num_layers=cfg.get("num_hidden_layers", 32),
-                      num_heads=cfg.get("num_attention_heads", 32), num_kv_heads=cfg.get("num_key_value_heads"),
-                      head_dim=cfg.get("head_dim"), intermediate_size=cfg.get("intermediate_size", 11008),
-                      norm_eps=cfg.get("rms_norm_eps", 1e-6),
-                      rope_theta=rope.get("rope_theta", cfg.get("rope_theta", 10000.0)), rope_scaling=scaling,
-                      attention_bias=cfg.get("attention_bias", False), mlp_bias=cfg.get("mlp_bias", False),
-                      tie_embeddings=cfg.get("tie_word_embeddings", False))
-        config_class = LlamaConfig
+    elif kind in LLAMA_FAMILY:
+        fields = _llama_family_from_hf(cfg, kind, problems)
+        config_class = LLAMA_FAMILY[kind]
+    elif kind == "gemma3_text":
+        fields = _gemma3_from_hf(cfg, problems)
+        config_class = Gemma3Config
     elif kind == "bert":
         _require(cfg, problems, "position_embedding_type", ("absolute",), "absolute")
         _require(cfg, problems, "is_decoder", (False,), False)
@@ -119,7 +188,7 @@ def config_from_hf(cfg: Mapping[str, Any], **overrides: Any):
         config_class = ViTConfig
     else:
         raise NotImplementedError(
-            f"config_from_hf: model_type {kind!r} is not supported; supported: ['gpt2', 'llama', 'bert', 'vit'].")
+            f"config_from_hf: model_type {kind!r} is not supported; supported: {SUPPORTED}.")
     if problems:
         raise NotImplementedError(f"config_from_hf ({kind}): unsupported settings: " + "; ".join(problems))
     return config_class(**{**fields, **overrides})
@@ -136,6 +205,80 @@ def _labels(n: int) -> dict:
     return {"id2label": {str(i): f"LABEL_{i}" for i in range(n)}, "label2id": {f"LABEL_{i}": i for i in range(n)}}
 
 
+#: What each HF class of the Llama family can hold: options its checkpoint has no place for.
+_FIXED = {
+    "llama": dict(activation="silu", qkv_bias=False, qk_norm=False, sliding_window=None),
+    "mistral": dict(activation="silu", attention_bias=False, mlp_bias=False, qkv_bias=False, qk_norm=False),
+    "qwen2": dict(activation="silu", attention_bias=False, mlp_bias=False, qkv_bias=True, qk_norm=False,
+                  sliding_window=None),
+    "qwen3": dict(activation="silu", mlp_bias=False, qkv_bias=False, qk_norm=True, sliding_window=None),
+}
+_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                  "qwen3": "Qwen3ForCausalLM"}
+
+
+def _rope_to_hf(r: RopeScalingConfig) -> dict:
+    if r.kind == "linear":
+        return {"rope_type": "linear", "factor": r.factor}
+    return {"rope_type": "llama3", "factor": r.factor, "low_freq_factor": r.low_freq_factor,
+            "high_freq_factor": r.high_freq_factor, "original_max_position_embeddings": r.original_max_len}
+
+
+def _llama_family_to_hf(config: LlamaConfig) -> dict:
+    kind, fixed = config.kind, _FIXED[config.kind]
+    wrong = [f"{name}={getattr(config, name)!r}" for name, value in fixed.items() if getattr(config, name) != value]
+    if wrong:
+        raise ConfigError(f"config_to_hf: HF {_ARCHITECTURES[kind]} has no place for {', '.join(wrong)} "
+                          f"(kind {kind!r} holds {fixed}); pick the family that has it (mistral: sliding_window, "
+                          f"qwen2: qkv_bias, qwen3: qk_norm) or drop the option.")
+    out = dict(model_type=kind, architectures=[_ARCHITECTURES[kind]], vocab_size=config.vocab_size,
+               max_position_embeddings=config.max_len, hidden_size=config.hidden_size,
+               num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+               num_key_value_heads=config.kv_heads, intermediate_size=config.intermediate_size,
+               rms_norm_eps=config.norm_eps, rope_theta=config.rope_theta,
+               tie_word_embeddings=config.tie_embeddings, hidden_act="silu")
+    if kind in ("llama", "qwen3"):
+        out["attention_bias"] = config.attention_bias
+    if kind == "llama":
+        out["mlp_bias"] = config.mlp_bias
+    if kind == "mistral":
+        out["sliding_window"] = config.sliding_window
+    if kind in ("qwen2", "qwen3"):
+        out["use_sliding_window"] = False
+    if config.head_dim is not None or kind == "qwen3":  # HF Qwen3's default is 128, not hidden / heads
+        out["head_dim"] = config.dims_per_head
+    if config.rope_scaling is not None:
+        out["rope_scaling"] = _rope_to_hf(config.rope_scaling)
+    return out
+
+
+def _gemma3_to_hf(config: Gemma3Config) -> dict:
+    """Both RoPE spellings: ``rope_parameters`` per layer type (transformers 5) and the older keys."""
+    if config.attn_softcap is not None:
+        raise ConfigError(f"config_to_hf: HF Gemma3ForCausalLM does not apply attention soft-capping "
+                          f"(attn_logit_softcapping is read but unused), so attn_softcap={config.attn_softcap} "
+                          f"cannot be exported; train with attn_softcap=None to export.")
+    full = {"rope_type": "default", "rope_theta": config.rope_theta}
+    if config.rope_scaling is not None:
+        full.update(_rope_to_hf(config.rope_scaling))
+    out = dict(model_type="gemma3_text", architectures=["Gemma3ForCausalLM"], vocab_size=config.vocab_size,
+               max_position_embeddings=config.max_len, hidden_size=config.hidden_size,
+               num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+               num_key_value_heads=config.num_kv_heads, head_dim=config.head_dim,
+               intermediate_size=config.intermediate_size, rms_norm_eps=config.norm_eps,
+               hidden_activation="gelu_pytorch_tanh", sliding_window=config.sliding_window,
+               layer_types=["sliding_attention" if s else "full_attention" for s in config.sliding_layers],
+               query_pre_attn_scalar=config.query_pre_attn_scalar, attn_logit_softcapping=None,
+               final_logit_softcapping=config.final_softcap, attention_bias=config.attention_bias,
+               tie_word_embeddings=config.tie_embeddings, use_bidirectional_attention=False,
+               rope_theta=config.rope_theta, rope_local_base_freq=config.rope_local_theta,
+               rope_parameters={"full_attention": full,
+                                "sliding_attention": {"rope_type": "default", "rope_theta": config.rope_local_theta}})
+    if config.rope_scaling is not None:
+        out["rope_scaling"] = _rope_to_hf(config.rope_scaling)
+    return out
+
+
 def config_to_hf(config: Any) -> dict | None:
     """The ``config.json`` dict transformers needs for ``config`` (``None`` for ResNet: torchvision has none)."""
     if isinstance(config, GPT2Config):
@@ -145,23 +288,10 @@ def config_to_hf(config: Any) -> dict | None:
                     activation_function=_ACT_BACK[config.activation], layer_norm_epsilon=config.norm_eps,
                     resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.attention_dropout,
                     tie_word_embeddings=config.tie_embeddings)
-    if isinstance(config, LlamaConfig):
-        out = dict(model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=config.vocab_size,
-                   max_position_embeddings=config.max_len, hidden_size=config.hidden_size,
-                   num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-                   num_key_value_heads=config.num_kv_heads or config.num_heads,
-                   intermediate_size=config.intermediate_size, rms_norm_eps=config.norm_eps,
-                   rope_theta=config.rope_theta, attention_bias=config.attention_bias, mlp_bias=config.mlp_bias,
-                   tie_word_embeddings=config.tie_embeddings, hidden_act="silu")
-        if config.head_dim is not None:
-            out["head_dim"] = config.head_dim
-        r = config.rope_scaling
-        if r is not None:
-            out["rope_scaling"] = ({"rope_type": "linear", "factor": r.factor} if r.kind == "linear" else
-                                   {"rope_type": "llama3", "factor": r.factor, "low_freq_factor": r.low_freq_factor,
-                                    "high_freq_factor": r.high_freq_factor,
-                                    "original_max_position_embeddings": r.original_max_len})
-        return out
+    if isinstance(config, LlamaConfig):  # and its option families
+        return _llama_family_to_hf(config)
+    if isinstance(config, Gemma3Config):
+        return _gemma3_to_hf(config)
     if isinstance(config, BertConfig):
         out = dict(model_type="bert", architectures=["BertForSequenceClassification" if config.num_classes
                                                      else "BertModel"],
@@ -184,4 +314,5 @@ def config_to_hf(config: Any) -> dict | None:
     if isinstance(config, ResNetConfig):
         return None
     raise ConfigError(f"no Hugging Face export for kind {getattr(config, 'kind', None)!r}; "
-                     f"exports exist for ['bert', 'gpt2', 'llama', 'resnet', 'vit'].")
+                     f"exports exist for ['bert', 'gemma3', 'gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', 'resnet', "
+                     f"'vit'].")

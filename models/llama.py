@@ -18,6 +18,7 @@ Hugging Face                                         baobab
 ``model.layers.{i}.mlp.gate_proj/up_proj/down_proj``  same pattern
 ``model.layers.{i}.input_layernorm.weight``          ``model.layers[i].input_layernorm.weight``
 ``model.layers.{i}.post_attention_layernorm.weight``  same pattern
+``model.layers.{i}.self_attn.q_norm/k_norm.weight``  same pattern, ``(head_dim,)``; only with ``qk_norm``
 ``model.norm.weight``                                same
 ``lm_head.weight`` (V, D)                            ``lm_head.weight`` (D, V); absent when tied
 ===================================================  =========================================
@@ -25,6 +26,10 @@ Hugging Face                                         baobab
 With ``scan_layers=True`` the layers are one ``nn.Stacked`` and the paths read
 ``model.layers.layer.self_attn.q_proj.weight`` with a leading ``(num_layers,)`` axis;
 the importer stacks ``layers.0 ... layers.{L-1}`` along axis 0 (``models.hf.load_hf``).
+
+Mistral, Qwen2 and Qwen3 are this architecture with options (``sliding_window``,
+``qkv_bias``, ``qk_norm``); their configs, each with its own ``kind`` and HF names, are in
+``llama_variants.py``.
 
 RoPE pairs dimension ``i`` with ``i + head_dim / 2`` (HF's "rotate half" layout, which
 HF checkpoints are already permuted for), via ``nn.RotaryEmbedding``; ``rope_scaling``
@@ -55,7 +60,7 @@ import pydantic
 from baobab import nn
 from baobab.config import Config
 
-from ._decoder import apply_layers, check_token_inputs, decode_layers, layer_caches
+from ._decoder import apply_layers, check_token_inputs, decode_layers, decode_positions, layer_caches
 
 __all__ = ["RopeScalingConfig", "LlamaConfig", "Llama", "LlamaDecoderLayer"]
 
@@ -88,6 +93,14 @@ class LlamaConfig(Config):
     rope_parameters], ``attention_bias``, ``mlp_bias``, ``tie_embeddings``
     [tie_word_embeddings], ``activation`` [hidden_act: "silu"].
 
+    Options of the Llama family (``MistralConfig``, ``Qwen2Config``, ``Qwen3Config`` in
+    ``llama_variants.py`` set them): ``attention_bias`` puts biases on all four
+    projections (HF ``attention_bias``), ``qkv_bias`` on ``q``/``k``/``v`` only (Qwen2's
+    fixed layout; ``o_proj`` keeps none); ``qk_norm`` RMS-normalises each query and key
+    head over ``head_dim`` before RoPE (Qwen3's ``q_norm``/``k_norm``); ``sliding_window``
+    lets each query see only the ``sliding_window`` most recent positions, itself
+    included (Mistral [sliding_window]; None = all).
+
     ``max_len`` adds no parameters: it bounds ``init_cache`` and ``generate``.
     ``scan_layers`` and ``remat`` are as in ``GPT2Config``. There is no dropout
     (Llama has none; HF's ``attention_dropout`` is 0).
@@ -109,6 +122,9 @@ class LlamaConfig(Config):
     rope_scaling: RopeScalingConfig | None = RopeScalingConfig(kind="llama3", factor=32.0)
     attention_bias: bool = False
     mlp_bias: bool = False
+    qkv_bias: bool = False
+    qk_norm: bool = False
+    sliding_window: int | None = pydantic.Field(None, gt=0)
     tie_embeddings: bool = True
     scan_layers: bool = False
     remat: str | None = None
@@ -144,25 +160,32 @@ def _linear(d_in: int, d_out: int, axes: tuple[str, str], *, key: jax.Array, use
 class LlamaAttention(nn.Module):
     """Causal grouped-query self-attention with RoPE: ``(B, T, D) -> (B, T, D)``.
 
-    ``num_heads`` query heads share ``num_kv_heads`` key/value heads in groups.
+    ``num_heads`` query heads share ``num_kv_heads`` key/value heads in groups. With
+    ``qk_norm`` each head of ``q`` and ``k`` is RMS-normalised (``q_norm``/``k_norm``,
+    weights ``(head_dim,)``) before RoPE; ``window`` (static) is the sliding window.
     """
 
     q_proj: nn.Linear  # (D, H * Dh)
     k_proj: nn.Linear  # (D, K * Dh)
     v_proj: nn.Linear  # (D, K * Dh)
     o_proj: nn.Linear  # (H * Dh, D)
+    q_norm: nn.RMSNorm | None  # (Dh,), Qwen3
+    k_norm: nn.RMSNorm | None  # (Dh,), Qwen3
     rotary: nn.RotaryEmbedding
     num_heads: int = nn.static()
     num_kv_heads: int = nn.static()
+    window: int | None = nn.static(default=None)
 
     def __init__(self, config: LlamaConfig, *, key: jax.Array):
         D, H, K, Dh = config.hidden_size, config.num_heads, config.kv_heads, config.dims_per_head
-        self.num_heads, self.num_kv_heads = H, K
-        bias = config.attention_bias
-        self.q_proj = _linear(D, H * Dh, ("embed", "heads"), key=nn.subkey(key, "q_proj"), use_bias=bias)
-        self.k_proj = _linear(D, K * Dh, ("embed", "kv_heads"), key=nn.subkey(key, "k_proj"), use_bias=bias)
-        self.v_proj = _linear(D, K * Dh, ("embed", "kv_heads"), key=nn.subkey(key, "v_proj"), use_bias=bias)
-        self.o_proj = _linear(H * Dh, D, ("heads", "embed"), key=nn.subkey(key, "o_proj"), use_bias=bias)
+        self.num_heads, self.num_kv_heads, self.window = H, K, config.sliding_window
+        qkv_bias, o_bias = config.attention_bias or config.qkv_bias, config.attention_bias
+        self.q_proj = _linear(D, H * Dh, ("embed", "heads"), key=nn.subkey(key, "q_proj"), use_bias=qkv_bias)
+        self.k_proj = _linear(D, K * Dh, ("embed", "kv_heads"), key=nn.subkey(key, "k_proj"), use_bias=qkv_bias)
+        self.v_proj = _linear(D, K * Dh, ("embed", "kv_heads"), key=nn.subkey(key, "v_proj"), use_bias=qkv_bias)
+        self.o_proj = _linear(H * Dh, D, ("heads", "embed"), key=nn.subkey(key, "o_proj"), use_bias=o_bias)
+        self.q_norm = nn.RMSNorm(Dh, eps=config.norm_eps) if config.qk_norm else None
+        self.k_norm = nn.RMSNorm(Dh, eps=config.norm_eps) if config.qk_norm else None
         s = config.rope_scaling
         scaling = None if s is None else nn.RopeScaling(s.kind, s.factor, s.low_freq_factor,
                                                         s.high_freq_factor, s.original_max_len)
@@ -172,6 +195,8 @@ class LlamaAttention(nn.Module):
         q = einops.rearrange(self.q_proj(x), "b t (h d) -> b t h d", h=self.num_heads)  # (B, T, H, Dh)
         k = einops.rearrange(self.k_proj(x), "b t (k d) -> b t k d", k=self.num_kv_heads)  # (B, T, K, Dh)
         v = einops.rearrange(self.v_proj(x), "b t (k d) -> b t k d", k=self.num_kv_heads)  # (B, T, K, Dh)
+        if self.q_norm is not None:  # per head, over head_dim
+            q, k = self.q_norm(q), self.k_norm(k)
         return self.rotary(q, positions), self.rotary(k, positions), v
 
     def _out(self, out: jax.Array) -> jax.Array:
@@ -181,17 +206,14 @@ class LlamaAttention(nn.Module):
                  positions: jax.Array | None = None) -> jax.Array:
         positions = jnp.arange(x.shape[1]) if positions is None else positions  # (T,) or (B, T)
         q, k, v = self._qkv(x, positions)
-        return self._out(nn.attention(q, k, v, causal=True, segment_ids=segment_ids))  # GQA by head groups
+        # the window counts tokens of the row: within a packed document that is positions
+        out = nn.attention(q, k, v, causal=True, segment_ids=segment_ids, window=self.window)  # (B, T, H, Dh)
+        return self._out(out)  # GQA by head groups
 
-    def decode(self, x: jax.Array, cache: nn.KVCache) -> tuple[jax.Array, nn.KVCache]:
-        """New positions ``x`` ``(B, T, D)`` after the ``cache.index`` cached ones: ``(y, new cache)``."""
-        start, T = cache.index, x.shape[1]
-        q_positions = start + jnp.arange(T)  # (T,)
-        q, k, v = self._qkv(x, q_positions)
-        cache = cache.append(k, v)  # keys/values of positions [0, start + T)
-        out = nn.attention(q, cache.k.astype(q.dtype), cache.v.astype(q.dtype), causal=True,
-                           q_positions=q_positions, kv_positions=jnp.arange(cache.max_len))  # (B, T, H, Dh)
-        out = jnp.where(start + T > cache.max_len, jnp.nan, out)  # overflow cannot raise under jit
+    def decode(self, x: jax.Array, cache: nn.KVCache, *, positions: jax.Array) -> tuple[jax.Array, nn.KVCache]:
+        """New tokens ``x`` ``(B, T, D)`` at ``positions`` ``(B, T)`` after the cached ones: ``(y, new cache)``."""
+        q, k, v = self._qkv(x, jnp.maximum(positions, 0))  # padding (-1) is never attended to
+        out, cache = cache.attend(q, k, v, positions=positions, window=self.window)  # (B, T, H, Dh)
         return self._out(out), cache
 
 
@@ -235,8 +257,8 @@ class LlamaDecoderLayer(nn.Module):
         h = x + self.self_attn(self.input_layernorm(x), segment_ids=segment_ids, positions=positions)  # (B, T, D)
         return h + self.mlp(self.post_attention_layernorm(h))  # (B, T, D)
 
-    def decode(self, x: jax.Array, cache: nn.KVCache) -> tuple[jax.Array, nn.KVCache]:
-        a, cache = self.self_attn.decode(self.input_layernorm(x), cache)
+    def decode(self, x: jax.Array, cache: nn.KVCache, *, positions: jax.Array) -> tuple[jax.Array, nn.KVCache]:
+        a, cache = self.self_attn.decode(self.input_layernorm(x), cache, positions=positions)
         h = x + a  # (B, T, D)
         return h + self.mlp(self.post_attention_layernorm(h)), cache
 
@@ -264,8 +286,8 @@ class LlamaModel(nn.Module):
         x = apply_layers(self.layers, self.embed_tokens(ids), segment_ids=segment_ids, positions=positions)
         return self.norm(x)  # (B, T, D)
 
-    def decode(self, ids: jax.Array, cache) -> tuple[jax.Array, object]:
-        x, cache = decode_layers(self.layers, self.embed_tokens(ids), cache)
+    def decode(self, ids: jax.Array, cache, *, positions: jax.Array) -> tuple[jax.Array, object]:
+        x, cache = decode_layers(self.layers, self.embed_tokens(ids), cache, positions=positions)
         return self.norm(x), cache
 
 
@@ -291,17 +313,21 @@ class Llama(nn.Module):
             self.lm_head = _linear(config.hidden_size, config.vocab_size, ("embed", "vocab"),
                                    key=nn.subkey(key, "lm_head"), use_bias=False)
 
-    def init_cache(self, batch: int, max_len: int | None = None, *, dtype=jnp.float32):
+    def init_cache(self, batch: int, max_len: int | None = None, *, dtype=jnp.float32, rolling: bool = False):
         """An empty KV cache for ``batch`` sequences of up to ``max_len`` (default ``config.max_len``) tokens.
 
         A tuple of ``nn.KVCache`` (one per layer), or with ``scan_layers`` one
         ``nn.Stacked`` of them (arrays ``(num_layers, B, max_len, kv_heads, head_dim)``).
+        ``rolling=True`` keeps the most recent ``max_len`` tokens instead, so decoding
+        goes on past ``max_len`` with attention over that sliding window (with a
+        ``sliding_window`` model, a rolling cache of that length loses nothing).
         """
         c = self.config
         max_len = c.max_len if max_len is None else max_len
         if max_len > c.max_len:
-            raise ValueError(f"init_cache: max_len={max_len} exceeds the model's max_len={c.max_len}.")
-        one = nn.KVCache(batch, max_len, c.kv_heads, c.dims_per_head, dtype=dtype)
+            raise ValueError(f"init_cache: max_len={max_len} exceeds the model's max_len={c.max_len}; a "
+                             f"rolling cache (rolling=True) of max_len decodes past it.")
+        one = nn.KVCache(batch, max_len, c.kv_heads, c.dims_per_head, dtype=dtype, rolling=rolling)
         return layer_caches(one, c.num_layers, c.scan_layers)
 
     def _logits(self, h: jax.Array) -> jax.Array:
@@ -313,8 +339,13 @@ class Llama(nn.Module):
         ids = check_token_inputs("Llama", ids, segment_ids, positions)
         return self._logits(self.model(ids, segment_ids=segment_ids, positions=positions))
 
-    def decode(self, ids: jax.Array, cache) -> tuple[jax.Array, object]:
-        """Logits ``(B, T, V)`` of new tokens ``ids`` after the cached ones, and the new cache."""
+    def decode(self, ids: jax.Array, cache, *, positions: jax.Array | None = None) -> tuple[jax.Array, object]:
+        """Logits ``(B, T, V)`` of new tokens ``ids`` after the cached ones, and the new cache.
+
+        ``positions`` ``(B, T)``: the tokens' positions (default: the cache's next ones); -1
+        marks padding, e.g. of left-padded prompts.
+        """
         ids = check_token_inputs("Llama", ids, None, None)
-        h, cache = self.model.decode(ids, cache)
+        positions = decode_positions("Llama", ids, cache, positions)
+        h, cache = self.model.decode(ids, cache, positions=positions)
         return self._logits(h), cache

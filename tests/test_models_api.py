@@ -16,8 +16,9 @@ from baobab.models import hf
 MODELS_PUBLIC = [
     "MODELS", "ModelEntry", "ModelConfig", "build_model", "parse_model_config",
     "MLPConfig", "MLPClassifier", "CNNConfig", "CNN", "ResNetConfig", "ResNet", "ViTConfig", "ViT",
-    "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "BertConfig", "Bert", "mean_pool",
-    "generate", "sample_logits", "hf", "hf_config", "hf_io",
+    "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "MistralConfig", "Qwen2Config",
+    "Qwen3Config", "Gemma3Config", "Gemma3", "BertConfig", "Bert", "mean_pool",
+    "generate", "generate_stream", "sample_logits", "hf", "hf_config", "hf_io",
 ]
 SUBMODULES = sorted(f"baobab.models.{m.name}" for m in pkgutil.iter_modules(models.__path__))
 
@@ -38,7 +39,8 @@ def test_docstring_examples(name):
 
 
 def test_kind_table_is_consistent():
-    assert sorted(models.MODELS) == ["bert", "cnn", "gpt2", "llama", "mlp", "resnet", "vit"]
+    assert sorted(models.MODELS) == ["bert", "cnn", "gemma3", "gpt2", "llama", "mistral", "mlp", "qwen2", "qwen3",
+                                     "resnet", "vit"]
     for kind, entry in models.MODELS.items():
         config = entry.config()
         assert config.kind == kind and isinstance(config, Config)
@@ -48,7 +50,7 @@ def test_kind_table_is_consistent():
 
 def test_unknown_kind_lists_the_valid_ones():
     for bad in ({"kind": "gpt5"}, {"hidden": 3}):
-        with pytest.raises(ValueError, match=r"valid kinds: \['bert', 'cnn', 'gpt2', 'llama', 'mlp', 'resnet', 'vit'"):
+        with pytest.raises(ValueError, match=r"valid kinds: \['bert', 'cnn', 'gemma3', 'gpt2', 'llama', 'mistral'"):
             models.build_model(bad, key=jax.random.key(0))
 
 
@@ -75,6 +77,10 @@ def test_default_configs_are_the_reference_sizes():
     sizes = {
         "gpt2": 124_439_808,  # GPT-2 small, tied embeddings
         "llama": 1_235_814_400,  # Llama 3.2 1B, tied embeddings
+        "mistral": 7_241_732_096,  # Mistral-7B-v0.1, untied
+        "qwen2": 494_032_768,  # Qwen2.5-0.5B, tied, q/k/v biases
+        "qwen3": 596_049_920,  # Qwen3-0.6B, tied, q/k norms
+        "gemma3": 999_885_952,  # Gemma 3 1B, tied
         "bert": 109_482_240,  # bert-base-uncased with the pooler
         "vit": 86_567_656,  # ViT-B/16, 1000 classes
     }
@@ -87,6 +93,8 @@ def test_default_configs_are_the_reference_sizes():
 def test_every_parameter_has_logical_axes_known_to_the_default_rules():
     for kind, entry in models.MODELS.items():
         overrides = {"gpt2": dict(scan_layers=True, num_layers=2), "llama": dict(num_layers=2),
+                     "mistral": dict(num_layers=2), "qwen2": dict(num_layers=2), "qwen3": dict(num_layers=2),
+                     "gemma3": dict(num_layers=2, scan_layers=True),
                      "bert": dict(num_layers=1), "vit": dict(num_layers=1)}.get(kind, {})
         config = entry.config(**overrides)
         abstract = jax.eval_shape(lambda k, e=entry, c=config: e.model(c, key=k), jax.random.key(0))
@@ -107,6 +115,14 @@ def _tiny(kind):
                                   tie_embeddings=False),
         "llama": models.LlamaConfig(vocab_size=16, hidden_size=8, num_layers=2, num_heads=2, num_kv_heads=1,
                                     intermediate_size=12, tie_embeddings=False),
+        "mistral": models.MistralConfig(vocab_size=16, hidden_size=8, num_layers=2, num_heads=2, num_kv_heads=1,
+                                        intermediate_size=12, sliding_window=4),
+        "qwen2": models.Qwen2Config(vocab_size=16, hidden_size=8, num_layers=2, num_heads=2, num_kv_heads=1,
+                                    intermediate_size=12, tie_embeddings=False),
+        "qwen3": models.Qwen3Config(vocab_size=16, hidden_size=8, num_layers=2, num_heads=2, num_kv_heads=1,
+                                    head_dim=6, intermediate_size=12, attention_bias=True),
+        "gemma3": models.Gemma3Config(vocab_size=16, hidden_size=8, num_layers=2, num_heads=2, num_kv_heads=1,
+                                      head_dim=6, intermediate_size=12, tie_embeddings=False),
         "bert": models.BertConfig(vocab_size=16, max_len=8, hidden_size=8, num_layers=2, num_heads=2,
                                   intermediate_size=12, num_classes=3),
         "vit": models.ViTConfig(image_size=8, patch_size=4, hidden_size=8, num_layers=2, num_heads=2,
@@ -170,7 +186,8 @@ def test_config_from_hf_rejects_what_is_not_implemented():
     with pytest.raises(NotImplementedError, match=r"hidden_act='gelu'.*rope_type='yarn'"):
         hf.config_from_hf({"model_type": "llama", "rope_scaling": {"rope_type": "yarn", "factor": 4.0},
                            "hidden_act": "gelu"})
-    with pytest.raises(NotImplementedError, match="supported: \\['gpt2', 'llama', 'bert', 'vit'\\]"):
+    with pytest.raises(NotImplementedError, match="supported: \\['gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', "
+                                                  "'gemma3_text', 'bert', 'vit'\\]"):
         hf.config_from_hf({"model_type": "t5"})
     with pytest.raises(NotImplementedError, match="position_embedding_type='relative_key'"):
         hf.config_from_hf({"model_type": "bert", "position_embedding_type": "relative_key"})
