@@ -11,8 +11,10 @@ and yields each token as it is made.
   row continues exactly as it would alone.
 * **Past the context** (``prompt + steps > config.max_len``): a model whose
   ``init_cache`` takes ``rolling=`` (RoPE models: Llama and its variants) decodes with a
-  rolling cache of ``max_len`` tokens, i.e. attention over a sliding window of the most
-  recent ``max_len`` tokens; a model with learned positions (GPT-2) fills its cache,
+  rolling cache of ``max_len`` tokens, i.e. every layer attends to a sliding window of
+  the most recent ``max_len`` tokens (exact for a model whose layers all have a shorter
+  ``sliding_window``, like Mistral; Gemma 3's global layers then see the last
+  ``max_len`` tokens instead of all); a model with learned positions (GPT-2) fills its cache,
   then re-reads the last ``max_len`` tokens for each new one (positions restarting at
   the window's start), as nanoGPT's sampler does.
 * **Stopping**: a row that emits ``eos_id`` repeats it; text-level stop strings are

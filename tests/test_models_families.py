@@ -106,6 +106,22 @@ def test_family_matches_transformers(family, tmp_path):
     np.testing.assert_array_equal(ours, ref_tokens)
 
 
+@pytest.mark.parametrize("family, steps", [("mistral", 70), ("gemma3", 50)])
+def test_greedy_past_the_window_equals_transformers(family, steps, tmp_path):
+    """Past the sliding window (28). Mistral also past max_len (64), where baobab's cache rolls and,
+    every layer being windowed, loses nothing. (Gemma 3's global layers would then see only the
+    last max_len tokens, where transformers' see all: no parity claimed there.)"""
+    ref = _ref(family)
+    model = _import(ref, tmp_path)
+    prompt = _ids(101, (2, PROMPT_LEN), seed=2)
+    with torch.no_grad():
+        want = ref.generate(torch.tensor(prompt), attention_mask=torch.ones(prompt.shape, dtype=torch.long),
+                            max_new_tokens=steps, min_new_tokens=steps, do_sample=False).numpy()
+    got = np.asarray(models.generate(model, jnp.asarray(prompt), steps))
+    assert PROMPT_LEN + steps > WINDOW and (family != "mistral" or PROMPT_LEN + steps > model.config.max_len)
+    np.testing.assert_array_equal(got, want)
+
+
 # ----------------------------------------------------------------------------------------
 # Export: HF -> baobab -> HF is bit-exact; config.json both ways
 # ----------------------------------------------------------------------------------------
