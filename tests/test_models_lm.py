@@ -33,11 +33,13 @@ def _import(ref, tmp_path, **overrides):
     return nn.eval_mode(hf.load_hf(model, tensors, hf.names_for(config)))
 
 
+# No eos (eos_token_id=None): with min_new_tokens, transformers would keep an eos from being picked
+# early where a plain argmax may pick it, and the greedy tokens would differ for that reason alone.
 def _gpt2_ref(tie: bool):
     config = transformers.GPT2Config(
         vocab_size=97, n_positions=48, n_embd=48, n_layer=2, n_head=3, n_inner=80,  # odd head count
         layer_norm_epsilon=1e-4, tie_word_embeddings=tie, initializer_range=0.1,
-        bos_token_id=0, eos_token_id=0, pad_token_id=0)
+        bos_token_id=0, eos_token_id=None, pad_token_id=0)
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(config).eval()
 
@@ -58,7 +60,7 @@ LLAMA_VARIANTS = {
 def _llama_ref(variant: str):
     config = transformers.LlamaConfig(
         vocab_size=101, hidden_size=48, num_hidden_layers=2, intermediate_size=72, max_position_embeddings=64,
-        initializer_range=0.1, bos_token_id=0, eos_token_id=0, pad_token_id=0, **LLAMA_VARIANTS[variant])
+        initializer_range=0.1, bos_token_id=0, eos_token_id=None, pad_token_id=0, **LLAMA_VARIANTS[variant])
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(config).eval()
 
