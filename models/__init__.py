@@ -50,7 +50,7 @@ from .bert import mean_pool as mean_pool
 from .cnn import CNN as CNN
 from .cnn import CNNConfig as CNNConfig
 from .gemma3 import Gemma3 as Gemma3
-from .gemma3 import Gemma3Config as Gemma3Config
+from .gemma3_config import Gemma3Config as Gemma3Config
 from .generate import generate as generate
 from .generate import generate_stream as generate_stream
 from .generate import sample_logits as sample_logits

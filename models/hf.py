@@ -53,7 +53,7 @@ from baobab import nn
 from baobab.errors import CheckpointError, ConfigError, ShapeMismatchError
 
 from .bert import BertConfig
-from .gemma3 import Gemma3Config
+from .gemma3_config import Gemma3Config
 from .gpt2 import GPT2Config
 from .hf_config import config_from_hf as config_from_hf
 from .llama import LlamaConfig

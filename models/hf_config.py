@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 from baobab.errors import ConfigError
 
 from .bert import BertConfig
-from .gemma3 import Gemma3Config
+from .gemma3_config import Gemma3Config
 from .gpt2 import GPT2Config
 from .llama import LlamaConfig, RopeScalingConfig
 from .llama_variants import MistralConfig, Qwen2Config, Qwen3Config
