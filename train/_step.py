@@ -4,16 +4,23 @@
 described in ``_core.py``; ``jit_step`` compiles it with the state donated and
 explicit shardings. What one step does, in order:
 
-1. Split the batch into ``microbatches`` (row ``r`` goes to microbatch ``r % k``,
+1. Split the model into its trainable parameters and the rest (frozen parameters,
+   layer state; ``_partition.py``) and differentiate with respect to the trainable
+   half only: frozen weights (a LoRA base, a frozen encoder) get no weight
+   gradients, so freezing saves backward FLOPs as well as optimizer memory.
+2. Split the batch into ``microbatches`` (row ``r`` goes to microbatch ``r % k``,
    so every device holds rows of every microbatch) and ``lax.scan`` over them,
    summing gradients, loss and metrics; then divide by ``k``. With equal-size
    microbatches this is the mean over the whole batch, as one big batch gives.
    Layer state (BatchNorm statistics) is threaded through the scan.
-2. Check the loss and every gradient leaf for NaN/Inf. A bad step keeps the old
-   model and optimizer state (the step counter still advances) and reports the
-   index of the first bad leaf in ``metrics["first_nonfinite_grad"]``.
-3. ``optimizer.update`` (wrapped by ``only_trainable``) and ``optax.apply_updates``.
-4. Update the EMA, if the state has one: ``ema = d * ema + (1 - d) * model`` on
+3. Check the loss and every trainable gradient leaf for NaN/Inf. A bad step keeps
+   the old model and optimizer state (the step counter still advances) and reports
+   the index (among all of the model's leaves, as ``leaf_paths`` lists them) of the
+   first bad leaf in ``metrics["first_nonfinite_grad"]``.
+4. ``optimizer.update`` (wrapped by ``only_trainable``, given zeros for the frozen
+   leaves, so the optimizer state has the layout it always had) and
+   ``optax.apply_updates`` on the trainable half.
+5. Update the EMA, if the state has one: ``ema = d * ema + (1 - d) * model`` on
    floating arrays (BatchNorm statistics included).
 
 Metrics (scalars on the device): ``loss`` and the loss function's own metrics
@@ -39,6 +46,7 @@ from ._core import Batch, LossFn, TrainState, call_loss
 from ._mesh import batch_sharding
 from ._nonfinite import first_nonfinite_leaf
 from ._optim import learning_rate_of, only_trainable
+from ._partition import fill_zeros, merge, split_trainable, take_like, trainable_positions
 from ._state import state_shardings
 
 __all__ = ["make_train_step", "jit_step"]
@@ -83,9 +91,18 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
     if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
         raise ConfigError(f"ema_decay must be in [0, 1), got {ema_decay!r}.")
     optimizer = only_trainable(optimizer)
-    grad_fn = jax.value_and_grad(functools.partial(call_loss, loss_fn), has_aux=True)
+
+    def loss_of_parts(trainable: Any, rest: Any, batch: Batch, key: jax.Array):
+        return call_loss(loss_fn, merge(trainable, rest), batch, key)
+
+    part_grad_fn = jax.value_and_grad(loss_of_parts, has_aux=True)  # w.r.t. the trainable half only
+
+    def grad_fn(model: nn.Module, batch: Batch, key: jax.Array):
+        trainable, rest = split_trainable(model)
+        return part_grad_fn(trainable, rest, batch, key)
 
     def gradients(model: nn.Module, batch: Batch, key: jax.Array):
+        """``loss, metrics, updated model, grads`` (grads: the trainable half, None elsewhere)."""
         if microbatches == 1:
             (loss, (metrics, model)), grads = grad_fn(model, batch, key)
             return loss.astype(jnp.float32), metrics, model, grads
@@ -102,7 +119,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
                      _tree_add(metric_sum, metrics))
             return carry, None
 
-        init = (model, jax.tree.map(jnp.zeros_like, model), jnp.zeros((), jnp.float32),
+        init = (model, jax.tree.map(jnp.zeros_like, split_trainable(model)[0]), jnp.zeros((), jnp.float32),
                 zeros(metrics_shape))
         (model, grads, loss, metrics), _ = jax.lax.scan(
             body, init, (jnp.arange(microbatches), micro))
@@ -121,10 +138,15 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
             raise ValueError(f"loss_fn metrics {clash} clash with the step's own metrics "
                              f"{list(RESERVED_METRICS)}; rename them.")
 
-        bad_leaf = first_nonfinite_leaf(grads)
-        ok = jnp.isfinite(loss) & (bad_leaf < 0)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.model)
-        new_model = optax.apply_updates(model, updates)
+        # Only trainable gradients exist; their first bad leaf is named by its index among the
+        # model's leaves, which is what leaf_paths(model) lists on the host.
+        positions = jnp.asarray(trainable_positions(state.model) or [-1], jnp.int32)
+        bad = first_nonfinite_leaf(grads)
+        bad_leaf = jnp.where(bad < 0, -1, positions[jnp.maximum(bad, 0)])
+        ok = jnp.isfinite(loss) & (bad < 0)
+        trainable, rest = split_trainable(model)
+        updates, opt_state = optimizer.update(fill_zeros(grads, rest), state.opt_state, state.model)
+        new_model = merge(optax.apply_updates(trainable, take_like(trainable, updates)), rest)
         new_model = _where(ok, new_model, state.model)  # a bad step changes nothing
         opt_state = _where(ok, opt_state, state.opt_state)
 
@@ -139,9 +161,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
 
             ema = jax.tree.map(average, ema, new_model)
 
-        trainable = nn.trainable(state.model)
-        grad_norm = optax.tree.norm(
-            jax.tree.map(lambda g, t: g if t else jnp.zeros((), g.dtype), grads, trainable))
+        grad_norm = optax.tree.norm(grads)  # trainable parameters only: nothing else has one
         out = {"loss": loss, **metrics, "grad_norm": grad_norm,
                "nonfinite": (~ok).astype(jnp.int32), "first_nonfinite_grad": bad_leaf}
         lr = learning_rate_of(opt_state)
