@@ -19,6 +19,7 @@ IMPORT_EXAMPLES = """examples:
 EXPORT_EXAMPLES = """examples:
   baobab export hf runs/minilm_sst runs/minilm_sst_hf
   python -c "import transformers; transformers.AutoModel.from_pretrained('runs/minilm_sst_hf')"
+  baobab export hf runs/minilm_lora runs/minilm_lora_peft --adapters   # PEFT adapters of a LoRA run
 """
 
 
@@ -46,7 +47,7 @@ def _import(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from baobab.hf_runs import export_run
 
-    out = export_run(args.run_dir, args.out)
+    out = export_run(args.run_dir, args.out, adapters=args.adapters)
     print(json.dumps({"out": str(out), "files": sorted(p.name for p in out.iterdir())}))
     return 0
 
@@ -69,4 +70,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             epilog=EXPORT_EXAMPLES, formatter_class=fmt)
     hf.add_argument("run_dir", help="a run's trainer.workdir (trained, or made by `baobab import hf`)")
     hf.add_argument("out", help="the folder to write")
+    hf.add_argument("--adapters", action="store_true",
+                    help="a LoRA run: write only its adapters, in the PEFT format (adapter_config.json + "
+                         "adapter_model.safetensors), for peft.PeftModel.from_pretrained(base, OUT)")
     hf.set_defaults(func=_export)

@@ -23,6 +23,7 @@ from baobab.errors import ConfigError
 from baobab.experiment import (ExperimentConfig, build_optimizer, check_fits, make_mesh, model_constructor, rules,
                                task_of)
 from baobab.init_from import pretrained_model
+from baobab.run_assets import write_assets
 from baobab.runs import has_checkpoint, restore_model, write_config
 from baobab.text_stream import TextStream
 
@@ -44,6 +45,7 @@ def run_train(config: ExperimentConfig) -> btrain.TrainResult:
                     "the %s decay never runs. Set schedule.warmup_steps well below the step count.",
                     sched.warmup_steps, config.trainer.steps, config.trainer.steps - 1, sched.kind)
     write_config(config)
+    write_assets(config, info)  # tokenizer files, class names, generation settings
     task = task_of(config)
     iterator = iter(train_data)
     try:

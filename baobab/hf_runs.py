@@ -7,8 +7,11 @@ takes a run (``eval``, ``generate``, ``export``, ``init_from=``) takes it too::
     OUT/checkpoints/0/{state,config,run}
     OUT/hf/                         the source's config.json and tokenizer files, kept for export
 
-``export_run`` reads a run's newest model (LoRA adapters merged in), read-only, and
-writes a Hugging Face folder that ``transformers.AutoModel.from_pretrained`` loads.
+``export_run`` reads a run's newest model (LoRA adapters merged in, in float32),
+read-only, and writes a Hugging Face folder that ``transformers.AutoTokenizer`` and
+``AutoModelFor...`` load alone: the weights, the run's tokenizer files, ``id2label``
+from its class names and its ``generation_config.json`` (``baobab.run_assets``).
+``export_run(..., adapters=True)`` writes a LoRA run's adapters for ``peft`` instead.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ from baobab.config import to_json
 from baobab.errors import CheckpointError, ConfigError
 from baobab.experiment import ExperimentConfig, TrainerConfig, build_optimizer, make_mesh, rules
 from baobab.models import hf_io
-from baobab.runs import CHECKPOINTS, load_run, restore_model, write_config
+from baobab.run_assets import read_assets
+from baobab.runs import CHECKPOINTS, CONFIG_FILE, load_run, restore_model, write_config
 
 __all__ = ["import_run", "export_run", "HF_DIR"]
 
 HF_DIR = "hf"  # in a run directory: the source's config.json and tokenizer files
+GENERATION_CONFIG = "generation_config.json"
 _KEEP = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
          "special_tokens_map.json", "tokenizer.model", "generation_config.json", "preprocessor_config.json")
 
@@ -70,15 +75,48 @@ def import_run(src: str | Path, out: str | Path, **overrides: Any) -> tuple[Path
     return out, report
 
 
-def export_run(run_dir: str | Path, out: str | Path) -> Path:
-    """Write the newest model of run ``run_dir`` as a Hugging Face folder ``out``."""
+def export_run(run_dir: str | Path, out: str | Path, *, adapters: bool = False) -> Path:
+    """Write the newest model of run ``run_dir`` as a Hugging Face folder ``out``.
+
+    The folder also gets the run's assets (``baobab.run_assets``): its tokenizer files,
+    ``id2label`` / ``label2id`` from its class names, its ``generation_config.json``.
+    ``adapters=True`` writes a LoRA run's adapters in the PEFT format instead of the
+    merged weights (``baobab.peft_export``).
+    """
     config = load_run(run_dir)
+    workdir = Path(config.trainer.workdir)
+    if not (workdir / CONFIG_FILE).is_file():  # a moved run directory: its files are where it is now
+        workdir = Path(run_dir)
+    if adapters and config.finetune.lora is None:
+        raise ConfigError(f"export hf --adapters: run {str(run_dir)!r} has no LoRA adapters (its finetune.lora "
+                          f"is not set); drop --adapters to export its full weights.")
     model, _ = restore_model(config)
-    model = nn.merge_lora(model) if hasattr(nn, "merge_lora") else model
     model = jax.device_get(model)
-    keep = Path(config.trainer.workdir) / HF_DIR
-    if not keep.is_dir():
-        keep = Path(run_dir) / HF_DIR
-    base = json.loads((keep / "config.json").read_text()) if (keep / "config.json").is_file() else None
-    extra = [p for p in sorted(keep.glob("*")) if p.name != "config.json"] if keep.is_dir() else []
-    return hf_io.export_hf(model, out, base_config=base, extra_files=extra)
+    keep = workdir / HF_DIR
+    assets = read_assets(workdir)
+    base = json.loads((keep / "config.json").read_text()) if (keep / "config.json").is_file() else {}
+    extra = {p.name: p for p in sorted(keep.glob("*")) if p.name != "config.json"} if keep.is_dir() else {}
+    extra.update({p.name: p for p in assets.tokenizer_files})  # what training read wins over the import's copy
+    if assets.generation:  # the run's own settings replace the import's
+        extra.pop(GENERATION_CONFIG, None)
+    if adapters:
+        from baobab.init_from import INIT_REPORT
+        from baobab.peft_export import export_adapters
+
+        report = workdir / INIT_REPORT
+        fresh = json.loads(report.read_text()).get("fresh", []) if report.is_file() else []
+        out = export_adapters(model, out, fresh=fresh, task=config.task, base_model=config.finetune.init_from,
+                              extra_files=extra.values())
+    else:
+        if assets.class_names:
+            names = assets.class_names
+            base["id2label"] = {str(i): name for i, name in enumerate(names)}
+            base["label2id"] = {name: i for i, name in enumerate(names)}
+        if assets.generation:  # the run's token ids; unknown ones null, not the HF class's defaults
+            for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+                if key in assets.generation or key not in base:
+                    base[key] = assets.generation.get(key)
+        out = hf_io.export_hf(nn.merge_lora(model), out, base_config=base or None, extra_files=extra.values())
+    if assets.generation:
+        (Path(out) / GENERATION_CONFIG).write_text(json.dumps(assets.generation, indent=2) + "\n")
+    return Path(out)

@@ -139,7 +139,10 @@ class DataInfo:
     vocab_size: int | None = None
     image_shape: tuple[int, ...] | None = None
     seq_len: int | None = None
+    class_names: tuple[str, ...] | None = None  # in label-index order, where the data names its classes
 
+
+_DIGITS = tuple(str(i) for i in range(10))  # MNIST's classes, by label index
 
 Built = tuple[Loader, Optional[Callable[[], Iterable[Mapping[str, Any]]]], DataInfo]
 
@@ -154,7 +157,8 @@ def _mnist(cfg: MnistData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> B
     train = train_loader(mnist("train"), batch_size=cfg.batch_size, transforms=augment + (norm,), seed=seed,
                          mesh=mesh, rules=rules, num_threads=cfg.num_threads)
     test = eval_loader(mnist("test"), batch_size=cfg.eval_batch_size, transforms=(norm,), mesh=mesh, rules=rules)
-    return train, _eval_factory(test), DataInfo("classification", num_classes=10, image_shape=(28, 28, 1))
+    return train, _eval_factory(test), DataInfo("classification", num_classes=10, image_shape=(28, 28, 1),
+                                                class_names=_DIGITS)
 
 
 def _image_folder(cfg: ImageFolderData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
@@ -169,7 +173,8 @@ def _image_folder(cfg: ImageFolderData, mesh: Mesh, rules: Mapping[str, Any], se
         test = eval_loader(image_folder(cfg.eval_dir, mode="RGB"), batch_size=cfg.eval_batch_size,
                            transforms=(resize, norm), mesh=mesh, rules=rules)
     return train, _eval_factory(test), DataInfo("classification", num_classes=len(folder.classes),
-                                                image_shape=(*cfg.image_size, 3))
+                                                image_shape=(*cfg.image_size, 3),
+                                                class_names=tuple(str(c) for c in folder.classes))
 
 
 def _text(cfg: TextData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
@@ -217,7 +222,8 @@ def _text_classification(cfg: TextClassificationData, mesh: Mesh, rules: Mapping
     if eval_source is not None:
         test = eval_loader(eval_source, batch_size=cfg.eval_batch_size, transforms=(encode,), mesh=mesh, rules=rules)
     return train, _eval_factory(test), DataInfo("text_classification", num_classes=len(classes),
-                                                vocab_size=encode.vocab_size, seq_len=cfg.seq_len)
+                                                vocab_size=encode.vocab_size, seq_len=cfg.seq_len,
+                                                class_names=tuple(str(c) for c in classes))
 
 
 def _prepared(cfg: PreparedData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
@@ -228,7 +234,8 @@ def _prepared(cfg: PreparedData, mesh: Mesh, rules: Mapping[str, Any], seed: int
         norm = (Normalize(),)
         shape = tuple(features["image"].get("shape", ())) or None
         num_classes = meta.get("num_classes") or len(meta.get("classes", ())) or None
-        info = DataInfo("classification", num_classes=num_classes, image_shape=shape)
+        names = tuple(str(c) for c in meta.get("classes", ())) or None
+        info = DataInfo("classification", num_classes=num_classes, image_shape=shape, class_names=names)
     else:
         norm = ()
         info = DataInfo("language_model", vocab_size=meta.get("vocab_size"))
@@ -255,7 +262,7 @@ class DatasetEntry(NamedTuple):
 
 
 def _mnist_info(cfg: MnistData) -> DataInfo:
-    return DataInfo("classification", num_classes=10, image_shape=(28, 28, 1))
+    return DataInfo("classification", num_classes=10, image_shape=(28, 28, 1), class_names=_DIGITS)
 
 
 def _text_info(cfg: TextData) -> DataInfo | None:

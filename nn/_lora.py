@@ -73,9 +73,13 @@ class LoRALinear(Module):
         return self.base(x) + low * self.scale
 
     def merged(self) -> Linear:
-        """The base ``Linear`` with the update folded in (same frozen flag as the base)."""
-        delta = jnp.matmul(self.lora_a, self.lora_b) * self.scale  # (..., in, out)
-        return replace(self.base, weight=(self.base.weight + delta).astype(self.base.weight.dtype))
+        """The base ``Linear`` with the update folded in (same frozen flag as the base).
+
+        The sum is taken in float32 whatever the stored dtype, then cast back once.
+        """
+        f32 = jnp.float32
+        delta = jnp.matmul(self.lora_a.astype(f32), self.lora_b.astype(f32)) * self.scale  # (..., in, out)
+        return replace(self.base, weight=(self.base.weight.astype(f32) + delta).astype(self.base.weight.dtype))
 
 
 def lora(model: Module, *patterns: str, rank: int, key: jax.Array, alpha: float | None = None) -> Module:
