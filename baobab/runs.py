@@ -8,6 +8,8 @@ A run directory (``trainer.workdir``) holds::
     checkpoints/<step>/      state/ (model, optimizer, step, rng, ema), data/, config/, run/
     hf/                      for imported models: the source's config.json and tokenizer files
     init_from.json           for fine-tunes: what came from ``finetune.init_from``, what is fresh
+    assets/                  tokenizer/ files, labels.json (class names), generation_config.json:
+                             what a downstream user needs (``baobab.run_assets``)
 
 ``load_run`` reads the config and ``restore_model`` the newest model, read-only:
 neither creates, deletes nor moves anything, so both are safe on a run that is
