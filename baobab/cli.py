@@ -40,6 +40,7 @@ PLAN_EXAMPLES = """examples:
   baobab plan configs/gpt2_small.py mesh.data=2 mesh.fsdp=4       # on this machine's devices
   baobab plan configs/llama_1b.py --topology v5e:4x4 mesh.data=1 mesh.fsdp=16
   baobab plan configs/gpt2_small.py --topology v5p:2x2x2           # a TPU pod slice, compiled here
+  baobab plan configs/minilm_docstrings.py --json                  # one JSON object on stdout
 exit codes: 0 fits (or no topology given), 1 does not fit a TPU topology's HBM, 2 bad input
 """
 
@@ -129,7 +130,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from baobab.plan_report import format_plan
+    import contextlib
+
+    from baobab.plan_report import format_plan, plan_json
     from baobab.planner import plan
 
     if args.topology:
@@ -142,10 +145,15 @@ def _plan(args: argparse.Namespace) -> int:
         import jax
 
         jax.config.update("jax_platforms", "cpu")
-    report = plan(config)
-    print(report["summary"])
-    print()
-    print(format_plan(report))
+    if args.json:  # stdout holds the JSON object and nothing else: anything printed on the way goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            report = plan(config)
+        print(json.dumps(plan_json(report), sort_keys=True))
+    else:
+        report = plan(config)
+        print(report["summary"])
+        print()
+        print(format_plan(report))
     return 1 if report.get("fits") is False or report["problems"] else 0
 
 
@@ -196,6 +204,9 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("--topology", nargs="+", default=None, metavar=("GEN:SHAPE", "KEY=VALUE"),
                     help="compile for this TPU slice (needs the tpu extra), e.g. v5p:4x4x4, v5e:4x4, v6e:8x8; "
                          "same as mesh.topology=...; exit code 1 if the step does not fit the chips' HBM")
+    pl.add_argument("--json", action="store_true",
+                    help="print the report as one JSON object (flops_per_step, bytes_per_device, "
+                         "trainable_params, total_params, ...) and nothing else on stdout")
     pl.set_defaults(func=_plan)
 
     gen = sub.add_parser("generate", help="sample text from a trained language-model run", formatter_class=fmt,

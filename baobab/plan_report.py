@@ -1,8 +1,48 @@
-"""The text of a ``baobab plan`` report: one labelled line per fact, as the CLI prints it."""
+"""A ``baobab plan`` report as the CLI prints it: labelled text lines, or one JSON object.
+
+``format_plan(report)`` is the text; ``plan_json(report)`` the ``--json`` record:
+every fact of the report (the per-layer summary table aside) plus the four a
+script asks for first, under stable names:
+
+* ``flops_per_step``: XLA's cost analysis of the compiled train step, per device;
+* ``bytes_per_device``: what one device needs for the step (``needed_bytes``);
+* ``trainable_params`` / ``total_params``: parameter counts (LoRA: the adapters).
+"""
 
 from __future__ import annotations
 
-__all__ = ["format_plan"]
+from typing import Any
+
+import numpy as np
+
+__all__ = ["format_plan", "plan_json"]
+
+
+def plan_json(report: dict) -> dict[str, Any]:
+    """The report as a JSON-ready dict (``baobab plan --json``); a re-plan is nested the same way.
+
+    >>> record = plan_json({"flops_per_step": 2.0e9, "needed_bytes": 1024, "parameters": 10,
+    ...                     "trainable_parameters": 4, "summary": "(table)"})
+    >>> record["bytes_per_device"], record["trainable_params"], record["total_params"], "summary" in record
+    (1024, 4, 10, False)
+    """
+    out = {k: _plain(v) for k, v in report.items() if k not in ("summary", "replan")}
+    out.update(flops_per_step=report["flops_per_step"], bytes_per_device=report["needed_bytes"],
+               trainable_params=report["trainable_parameters"], total_params=report["parameters"])
+    if report.get("replan"):
+        out["replan"] = plan_json(report["replan"])
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists and numpy scalars as Python numbers (what ``json`` takes)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _size(n: int | None) -> str:
