@@ -51,7 +51,8 @@ def run_train(config: ExperimentConfig) -> btrain.TrainResult:
     try:
         start = model_constructor(config)
         if config.finetune.init_from and not has_checkpoint(config.trainer.workdir):  # pretrained, then train
-            start = pretrained_model(config, jax.random.split(jax.random.key(config.trainer.seed))[0])
+            start = pretrained_model(config, jax.random.split(jax.random.key(config.trainer.seed))[0], mesh=mesh,
+                                     rules=rules(config))
         return btrain.train(start, task.loss, build_optimizer(config), iterator, config.trainer,
                             checkpoint=config.checkpoint, logging=config.logging, mesh=mesh, rules=rules(config),
                             tokens_key=task.tokens_key, eval_fn=task.eval if eval_data else None,

@@ -46,7 +46,7 @@ from .bert import BertConfig
 from .hf_config import config_to_hf
 from .resnet import ResNetConfig
 
-__all__ = ["HFSource", "ImportReport", "open_source", "source_config", "import_hf", "load_into",
+__all__ = ["HFSource", "ImportReport", "open_source", "source_config", "import_hf", "load_into", "fresh_arrays",
            "config_to_hf", "export_hf", "PICKLE_SUFFIXES"]
 
 WEIGHTS, INDEX, CONFIG = "model.safetensors", "model.safetensors.index.json", "config.json"
@@ -247,21 +247,45 @@ def _read_ours(source: HFSource, parts: list, index: tuple[slice, ...], shape: t
                                                     by_row[r][1]), dtype=dtype) for r in rows])
 
 
+def _stored_paths(model: nn.Module, per_layer: Iterable[str]) -> list[str]:
+    """The stored arrays (a stacked array once) behind per-layer paths."""
+    view = hf._per_layer(model)
+    return sorted({view[p][0] for p in per_layer})
+
+
+def fresh_arrays(model: nn.Module, source: HFSource | str | Path, *, table: hf.NameTable | None = None,
+                 fresh: Iterable[str] = ("*",)) -> list[str]:
+    """The stored paths of ``model`` (which may be abstract) that ``source`` has no tensor for.
+
+    Those must be concrete when ``load_into`` fills the rest, e.g. a new classifier head:
+    build just them (``jax.jit`` of the constructor returning only those arrays computes
+    nothing else) and leave the others abstract, so no array is initialised only to be
+    overwritten.
+    """
+    source = source if isinstance(source, HFSource) else open_source(source)
+    _, new = _plan(model, source, table or hf.names_for(model.config), fresh)
+    return _stored_paths(model, new)
+
+
 def load_into(model: nn.Module, source: HFSource | str | Path, *, table: hf.NameTable | None = None,
               fresh: Iterable[str] = (), mesh: jax.sharding.Mesh | None = None,
               rules: Mapping[str, Any] | None = None) -> tuple[nn.Module, ImportReport]:
     """``model`` with its arrays read from ``source``; arrays under ``fresh`` patterns may be absent.
 
-    ``model`` may be abstract (``jax.eval_shape``) when nothing is fresh. With ``mesh``,
+    ``model`` may be abstract (``jax.eval_shape``) except for its fresh arrays
+    (``fresh_arrays``). With ``mesh``,
     every array is built in its target sharding (``nn.shardings(model, mesh, rules)``)
     from the slices each local device needs; without, arrays are read whole.
     """
     source = source if isinstance(source, HFSource) else open_source(source)
     table = table or hf.names_for(model.config)
     plan, new = _plan(model, source, table, fresh)
-    if new and any(isinstance(x, jax.ShapeDtypeStruct) for x in nn.state_dict(model).values()):
-        raise CheckpointError(f"arrays {new} have no tensor in {source.path}: pass a concrete model to keep "
-                         f"their fresh initial values.")
+    stored = nn.state_dict(model)
+    abstract_fresh = [p for p in _stored_paths(model, new) if isinstance(stored[p], jax.ShapeDtypeStruct)]
+    if abstract_fresh:
+        raise CheckpointError(f"arrays {abstract_fresh} have no tensor in {source.path}: pass a model whose "
+                              f"fresh arrays are concrete to keep their initial values (the others may stay "
+                              f"abstract; see hf_io.fresh_arrays).")
     shardings = None if mesh is None else nn.shardings(model, mesh, dict(rules or nn.DEFAULT_RULES))
     flat_shardings = {} if shardings is None else dict(zip(
         [p for p, _, _ in nn.iter_arrays(model)], [s for _, s, _ in nn.iter_arrays(shardings)], strict=True))

@@ -174,6 +174,19 @@ def load_state_dict(model: Module, values: Mapping[str, Any], *, strict: bool = 
     All problems are reported together in one ``ValueError``: missing keys and
     unexpected keys (when ``strict``), and shape or dtype mismatches (always;
     pass ``cast=True`` to convert dtypes instead).
+
+    Each loaded array keeps the target's sharding: a sharded model (``nn.create_sharded``,
+    or abstract ``jax.ShapeDtypeStruct`` leaves carrying a ``sharding``) is filled slice by
+    slice, so nothing lands whole on one device.
+
+    >>> import jax, numpy as np
+    >>> from baobab import nn
+    >>> mesh = jax.make_mesh((1,), ("fsdp",), axis_types=(jax.sharding.AxisType.Auto,))
+    >>> lin = nn.create_sharded(lambda k: nn.Linear(4, 8, key=k), jax.random.key(0), mesh=mesh,
+    ...                         rules={"embed": "fsdp", "mlp": None})
+    >>> new = nn.load_state_dict(lin, {"weight": np.ones((4, 8), np.float32), "bias": np.zeros(8, np.float32)})
+    >>> new.weight.sharding == lin.weight.sharding, float(new.weight.sum())
+    (True, 32.0)
     """
     own = {path: x for path, x, _ in iter_arrays(model)}
     problems: list[str] = []
@@ -207,8 +220,29 @@ def load_state_dict(model: Module, values: Mapping[str, Any], *, strict: bool = 
         )
 
     def take(path: str, x: Any, meta: Any) -> Any:
-        if path not in values:
-            return x
-        return jnp.asarray(values[path], dtype=x.dtype)
+        return x if path not in values else _placed(values[path], x)
 
     return map_arrays(take, model)
+
+
+def _placed(value: Any, target: Any) -> jax.Array:
+    """``value`` as an array of ``target``'s dtype, in ``target``'s sharding if it has one.
+
+    A host value (numpy, a memory-mapped tensor) is sliced per addressable device
+    (``make_array_from_callback``), so no device ever holds more than its own slice and
+    each process reads only the slices of its devices; a ``jax.Array`` in another
+    sharding is resharded (under ``jit``, which also works across processes).
+    """
+    sharding = getattr(target, "sharding", None)
+    if sharding is None:  # an abstract target without a sharding: the default device
+        return jnp.asarray(value, dtype=target.dtype)
+    if isinstance(value, jax.Array):
+        if value.sharding != sharding:
+            if value.is_fully_addressable and sharding.is_fully_addressable:
+                value = jax.device_put(value, sharding)  # also across device sets
+            else:
+                value = jax.jit(lambda v: v, out_shardings=sharding)(value)
+        return value if value.dtype == target.dtype else value.astype(target.dtype)
+    dtype = np.dtype(target.dtype)
+    return jax.make_array_from_callback(tuple(target.shape), sharding,
+                                        lambda index: np.asarray(value[index]).astype(dtype, copy=False))
