@@ -206,3 +206,33 @@ def test_peak_host_memory_while_a_1gb_llama_starts_a_fine_tune(tmp_path):
     assert sharded["peak"] - sharded["held"] < 0.15 * model_bytes, sharded  # the transient: about a slice
     assert sharded["peak"] < 1.6 * model_bytes, sharded
     assert sharded["peak"] < whole["peak"] - 0.5 * model_bytes, m
+
+
+def test_restoring_a_run_for_eval_reads_only_the_model_sharded_and_read_only(tmp_path, monkeypatch):
+    from baobab.commands import run_train
+    from baobab.data import TextData
+    from baobab.runs import load_run, restore_model
+    from baobab.train import _checkpoint_read
+
+    run = ExperimentConfig(task="language_model", model=models.LlamaConfig(**LLAMA),
+                           data=TextData(seq_len=16, batch_size=8, stdlib_limit=10, eval_rows=8),
+                           mesh=MeshConfig(data=1, fsdp=8, tensor=1),
+                           trainer=TrainerConfig(workdir=str(tmp_path / "run"), steps=2),
+                           checkpoint=CheckpointConfig(every=0, async_save=False),
+                           logging=LoggingConfig(progress=False))
+    run_train(run)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
+    restored_branches = []
+    original = _checkpoint_read.ocp.args.PyTreeRestore
+
+    def spy(*args, **kwargs):
+        restored_branches.append(sorted(kwargs["item"]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_checkpoint_read.ocp.args, "PyTreeRestore", spy)
+    mesh = _mesh()
+    with jax.transfer_guard_device_to_device("disallow"):
+        model, step = restore_model(load_run(tmp_path / "run"), mesh)
+    assert step == 2 and restored_branches == [["model"]]  # no optimizer moments, no data state
+    _assert_in_target_shardings(model, mesh)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before  # nothing written
