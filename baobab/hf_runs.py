@@ -41,10 +41,16 @@ _KEEP = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", 
 
 
 def _import(src: str | Path, **overrides: Any):
+    """The model in ``src``, read slice by slice straight into its shardings on the run's mesh."""
     try:
-        return hf_io.import_hf(src, **overrides)
+        model_config = hf_io.source_config(hf_io.open_source(src), **overrides)
+        task = getattr(type(model_config), "tasks", ("classification",))[0]
+        config = ExperimentConfig(task=task, model=model_config, trainer=TrainerConfig(steps=1))
+        mesh = make_mesh(config)
+        model, report = hf_io.import_hf(src, mesh=mesh, rules=rules(config), **overrides)
     except NotImplementedError as err:  # an unsupported config setting is a user error
         raise ConfigError(f"{src}: {err}") from None
+    return model, report, mesh
 
 
 def import_run(src: str | Path, out: str | Path, **overrides: Any) -> tuple[Path, hf_io.ImportReport]:
@@ -52,10 +58,9 @@ def import_run(src: str | Path, out: str | Path, **overrides: Any) -> tuple[Path
     out = Path(out)
     if (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
         raise CheckpointError(f"{out} already holds checkpoints; import into a new directory.")
-    model, report = _import(src, **overrides)
+    model, report, mesh = _import(src, **overrides)
     task = getattr(type(model.config), "tasks", ("classification",))[0]
     config = ExperimentConfig(task=task, model=model.config, trainer=TrainerConfig(workdir=str(out), steps=1))
-    mesh = make_mesh(config)
     state = btrain.create_state(model, build_optimizer(config), mesh=mesh, rules=rules(config))
     out.mkdir(parents=True, exist_ok=True)
     resolved = json.loads(to_json(config))
