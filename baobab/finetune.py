@@ -15,23 +15,30 @@ True
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import jax
 import pydantic
 
 from baobab import nn
 from baobab.config import Config
+from baobab.errors import ConfigError
 
 __all__ = ["FinetuneConfig", "LoRAConfig", "apply_finetune"]
 
 
 class LoRAConfig(Config):
-    """LoRA adapters on the ``Linear`` layers under ``targets`` (``nn.path_matches`` patterns)."""
+    """LoRA adapters on the ``Linear`` layers under ``targets`` (``nn.path_matches`` patterns).
+
+    ``base_dtype="int8"`` holds the frozen base weight of each adapted layer in int8
+    (``nn.int8_lora_bases``, per-output-channel scales, needs ``pip install
+    'baobab[quant]'``); layers without an adapter keep their dtype.
+    """
 
     targets: tuple[str, ...] = pydantic.Field(min_length=1)
     rank: int = pydantic.Field(8, ge=1)
     alpha: Optional[float] = None
+    base_dtype: Optional[Literal["int8"]] = None
 
 
 class FinetuneConfig(Config):
@@ -52,12 +59,17 @@ class FinetuneConfig(Config):
 
 
 def apply_finetune(model: nn.Module, finetune: FinetuneConfig, key: jax.Array) -> nn.Module:
-    """The structural part (freezing, LoRA), applied to a built model."""
+    """The structural part (freezing, LoRA, int8 LoRA bases), applied to a built model; jit-able."""
     if finetune.freeze:
         model = nn.freeze(model, *finetune.freeze)
     if finetune.lora is not None:
         lo = finetune.lora
         model = nn.lora(model, *lo.targets, rank=lo.rank, alpha=lo.alpha, key=jax.random.fold_in(key, 7))
+        if lo.base_dtype == "int8":
+            model = nn.int8_lora_bases(model)
     if finetune.trainable:
-        model = nn.unfreeze(model, *finetune.trainable)
+        try:
+            model = nn.unfreeze(model, *finetune.trainable)
+        except ValueError as err:
+            raise ConfigError(f"finetune.trainable={list(finetune.trainable)}: {err}") from None
     return model

@@ -58,10 +58,12 @@ from ._einops import Rearrange as Rearrange
 from ._einops import Reduce as Reduce
 from ._embedding import Embedding as Embedding
 from ._kv_cache import KVCache as KVCache
+from ._int8_linear import Int8Linear as Int8Linear
 from ._linear import Linear as Linear
 from ._lora import LoRALinear as LoRALinear
 from ._lora import lora as lora
 from ._lora import merge_lora as merge_lora
+from ._lora import int8_lora_bases as int8_lora_bases
 from ._mlp import GatedMLP as GatedMLP
 from ._mlp import MLP as MLP
 from ._norm import GroupNorm as GroupNorm

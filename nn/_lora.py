@@ -11,7 +11,9 @@ optimizer state: only the adapters carry Adam moments.
 ``merge_lora(model)`` folds each adapter into its base weight
 (``W + a @ b * alpha / rank``) and returns plain ``Linear`` layers with the original
 paths, ready for ``models.hf_io.export_hf``. Layers stacked by ``nn.Stacked`` work
-too: their adapters carry the same leading ``layers`` axis.
+too: their adapters carry the same leading ``layers`` axis. A base held in int8
+(``nn.Int8Linear``, see ``nn.int8_lora_bases``) merges into its dequantized weight,
+the one the adapters were trained against, as a float32 ``Linear``.
 
 >>> import jax, jax.numpy as jnp
 >>> from baobab import nn
@@ -32,35 +34,37 @@ import jax
 import jax.numpy as jnp
 
 from ._context import join_path
+from ._int8_linear import Int8Linear
 from ._linear import Linear
 from ._module import Module, array_meta, param, replace, static
 from ._params import freeze, path_matches, unfreeze
 from ._tree import iter_modules, map_modules
 
-__all__ = ["LoRALinear", "lora", "merge_lora"]
+__all__ = ["LoRALinear", "lora", "merge_lora", "int8_lora_bases"]
 
 
 class LoRALinear(Module):
-    """A frozen ``Linear`` plus a trainable low-rank update: ``(..., in) -> (..., out)``.
+    """A frozen ``Linear`` (or ``Int8Linear``) plus a trainable low-rank update: ``(..., in) -> (..., out)``.
 
     ``lora_a`` is ``(in, rank)`` (Kaiming-uniform like torch's ``Linear``), ``lora_b``
     ``(rank, out)`` zeros; with leading axes when ``base`` is stacked (``(L, in, r)``).
     """
 
-    base: Linear
+    base: Linear | Int8Linear
     lora_a: jax.Array
     lora_b: jax.Array
     rank: int = static()
     scale: float = static()
 
-    def __init__(self, base: Linear, *, rank: int, key: jax.Array, alpha: float | None = None):
-        if not isinstance(base, Linear):
-            raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}.")
+    def __init__(self, base: Linear | Int8Linear, *, rank: int, key: jax.Array, alpha: float | None = None):
+        if not isinstance(base, (Linear, Int8Linear)):
+            raise TypeError(f"LoRALinear wraps an nn.Linear or nn.Int8Linear, got {type(base).__name__}.")
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}.")
-        in_axis, out_axis = array_meta(base, "weight").axes[-2:]
+        weight = "weight" if isinstance(base, Linear) else "qvalue"
+        in_axis, out_axis = array_meta(base, weight).axes[-2:]
         bound = 1.0 / base.in_features ** 0.5
-        dtype = base.weight.dtype
+        dtype = base.weight.dtype if isinstance(base, Linear) else base.scale.dtype
         self.base = base
         self.lora_a = param(jax.random.uniform(key, (base.in_features, rank), dtype, -bound, bound),
                             (in_axis, None))
@@ -75,10 +79,14 @@ class LoRALinear(Module):
     def merged(self) -> Linear:
         """The base ``Linear`` with the update folded in (same frozen flag as the base).
 
-        The sum is taken in float32 whatever the stored dtype, then cast back once.
+        The sum is taken in float32 whatever the stored dtype, then cast back once. An
+        int8 base is dequantized first and the result is a float32 ``Linear``.
         """
         f32 = jnp.float32
         delta = jnp.matmul(self.lora_a.astype(f32), self.lora_b.astype(f32)) * self.scale  # (..., in, out)
+        if isinstance(self.base, Int8Linear):
+            base = self.base.dequantized()
+            return replace(base, weight=base.weight + delta)
         return replace(self.base, weight=(self.base.weight.astype(f32) + delta).astype(self.base.weight.dtype))
 
 
@@ -115,3 +123,30 @@ def lora(model: Module, *patterns: str, rank: int, key: jax.Array, alpha: float 
 def merge_lora(model: Module) -> Module:
     """``model`` with every ``LoRALinear`` folded back into a plain ``Linear`` (a no-op without any)."""
     return map_modules(lambda path, m: m.merged() if isinstance(m, LoRALinear) else m, model)
+
+
+def int8_lora_bases(model: Module) -> Module:
+    """``model`` with the base ``Linear`` of every ``nn.LoRALinear`` held as an ``Int8Linear``.
+
+    Only adapted layers change; every other layer (a trainable head, embeddings,
+    norms) keeps its dtype. Works under ``jax.jit`` and on stacked layers.
+
+    >>> import jax
+    >>> from baobab import nn
+    >>> tuned = nn.lora(nn.MLP(4, 8, 2, key=jax.random.key(0)), "fc1", rank=2, key=jax.random.key(1))
+    >>> type(nn.int8_lora_bases(tuned).fc1.base).__name__
+    'Int8Linear'
+    """
+
+    def swap(path: str, module: Module) -> Module:
+        if not isinstance(module, LoRALinear) or not isinstance(module.base, Linear):
+            return module
+        base = module.base
+        if base.weight.ndim == 2:
+            return replace(module, base=Int8Linear(base))
+        if base.weight.ndim == 3:  # inside nn.Stacked: one scale set per layer
+            return replace(module, base=jax.vmap(Int8Linear)(base))
+        raise ValueError(f"int8_lora_bases: {path or type(model).__name__}.base has a weight of shape "
+                         f"{tuple(base.weight.shape)}; only 2-D weights or one stacked axis are supported.")
+
+    return map_modules(swap, model)

@@ -105,6 +105,11 @@ def _set_frozen(model: Module, patterns: tuple[str, ...], frozen: bool) -> Modul
             for p in matched:
                 hits[p] += 1
             if matched and meta.kind == PARAM:
+                if not frozen and not jnp.issubdtype(getattr(module, name).dtype, jnp.inexact):
+                    raise ValueError(
+                        f"nn.unfreeze: {full} is {jnp.dtype(getattr(module, name).dtype)} (e.g. an "
+                        f"nn.Int8Linear's quantized weight) and cannot be trained: it has no gradient. Use "
+                        f"patterns that leave it out, e.g. nn.unfreeze(model, '*.lora_*', 'classifier').")
                 new_metas[name] = meta._replace(frozen=frozen)
         return replace_metas(module, new_metas)
 

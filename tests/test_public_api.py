@@ -13,7 +13,7 @@ NN_PUBLIC = [
     # layers
     "AdaptiveAvgPool", "AvgPool", "BatchNorm", "Conv", "ConvTranspose", "Dropout", "Embedding", "GatedMLP",
     "GlobalAvgPool", "GroupNorm", "KVCache", "Lambda", "LayerNorm", "LearnedPositionalEmbedding", "Linear",
-    "LoRALinear", "lora", "merge_lora", "attention",
+    "LoRALinear", "lora", "merge_lora", "attention", "Int8Linear", "int8_lora_bases",
     "MLP", "MaxPool", "MultiHeadAttention", "RMSNorm", "Rearrange", "Reduce", "RopeScaling",
     "RotaryEmbedding", "Sequential", "SinusoidalPositionalEmbedding",
 ]
