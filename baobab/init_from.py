@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jax
+import numpy as np
 
 from baobab import models, nn
 from baobab.errors import ConfigError, MissingFileError
@@ -35,6 +36,14 @@ __all__ = ["pretrained_model", "INIT_REPORT"]
 
 log = logging.getLogger("baobab")
 INIT_REPORT = "init_from.json"  # in the workdir: what came from init_from, and what is fresh
+
+
+def _replicated(key: jax.Array, mesh) -> jax.Array:
+    """``key`` (the same on every process) as a global array replicated over ``mesh``."""
+    data = np.asarray(jax.random.key_data(key))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    raw = jax.make_array_from_callback(data.shape, sharding, lambda index: data[index])
+    return jax.random.wrap_key_data(raw, impl=jax.random.key_impl(key))
 
 
 def _abstract(constructor: Callable, key: jax.Array, mesh, rules) -> nn.Module:
@@ -98,7 +107,7 @@ def pretrained_model(config: Any, key: jax.Array, *, mesh: jax.sharding.Mesh | N
         raise MissingFileError(f"finetune.init_from={ft.init_from!r} does not exist; pass a baobab run directory "
                                f"or a Hugging Face folder (config.json + *.safetensors).")
 
-    key = jax.device_put(key, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))  # beside the model
+    key = _replicated(key, mesh)  # beside the model: jit then moves nothing between devices
 
     def constructor(k):
         return models.build_model(config.model, key=k)

@@ -146,16 +146,16 @@ print(sum(int(np.prod(x.shape)) * 4 for x in jax.tree.leaves(abstract)))
 """
 
 MEASURER = """
-import json, resource, sys
+import json, sys
 import jax
 from baobab import models, nn
 from baobab.experiment import ExperimentConfig, MeshConfig, TrainerConfig
 from baobab.finetune import FinetuneConfig, LoRAConfig
 from baobab.init_from import pretrained_model
 from baobab.models import hf_io
-def memory():
+def memory():  # VmHWM: this process image's peak (ru_maxrss would keep the forking parent's size)
     fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
-    return {k: int(fields[k].split()[0]) * 1024 for k in ("RssAnon", "RssFile")}
+    return {k: int(fields[k].split()[0]) * 1024 for k in ("RssAnon", "RssFile", "VmHWM")}
 config = ExperimentConfig(task="language_model", model=models.LlamaConfig(**json.loads(sys.argv[2])),
                           mesh=MeshConfig(data=1, fsdp=8, tensor=1), trainer=TrainerConfig(workdir=sys.argv[3]),
                           finetune=FinetuneConfig(init_from=sys.argv[1],
@@ -173,7 +173,7 @@ jax.block_until_ready(model)
 assert all(len(x.sharding.device_set) == 8 for x in jax.tree.leaves(model))
 after = memory()
 print(json.dumps({"held": after["RssAnon"] - before["RssAnon"], "file_pages": after["RssFile"],
-                  "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - sum(before.values())}))
+                  "peak": after["VmHWM"] - before["RssAnon"] - before["RssFile"]}))
 """
 
 
