@@ -78,6 +78,11 @@ class TextData(Config):
     the corpus; a new file starts a new segment. Eval scores every held-out token, or
     the first ``eval_rows`` rows if set. The corpus is tokenised when the data is built;
     for corpora that do not fit in memory, ``baobab data prepare`` them.
+
+    Rows are cut from the whole corpus before the loader shards them (nothing is packed
+    per process), so the train and eval streams do not depend on the process count:
+    2 processes assemble the global batches 1 process with the same devices loads, row
+    for row (``tests/test_data_multiprocess_kinds.py``; so do the other kinds).
     """
 
     kind: Literal["text"] = "text"

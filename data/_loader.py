@@ -3,15 +3,20 @@
 ``train_loader`` builds the training stream in the order that keeps hosts
 independent and the stream exact:
 
-    shuffle -> repeat -> shard by process -> transforms -> [pack] -> batch(drop_remainder)
+    shuffle -> repeat -> transforms -> shard by process -> [pack] -> batch(drop_remainder)
             -> [worker processes] -> global jax.Array -> prefetch thread
 
-All processes shuffle with the same seed, then process ``p`` of ``n`` takes positions
-``p, p + n, p + 2n, ...`` of the shuffled, repeated stream (``ShardByJaxProcess``), so
-global batch ``k`` is always positions ``[k*B, (k+1)*B)``: hosts see disjoint examples
-that together cover each epoch. ``eval_loader`` makes one exact pass instead: no
-shuffle, the split padded to whole global batches with zero rows, and a ``"mask"``
-feature (``(B,)`` bool) that is False on padding rows.
+All processes shuffle with the same seed and apply the transforms to the whole shuffled,
+repeated stream (so a random draw belongs to a stream position, not to a process);
+then, for global batch ``k``, process ``p`` of ``n`` takes the ``B / n`` positions from
+``(k*n + p) * B / n`` (``ShardByBatch``). Global batch ``k`` is therefore positions
+``[k*B, (k+1)*B)`` in order, row for row the batch one process with the same devices
+loads: hosts see disjoint examples that together cover each epoch, and the stream does
+not depend on the process count. Packed streams are the exception: each process packs
+every ``n``-th document of the stream, so the rows depend on the process count (see
+``Pack``). ``eval_loader`` makes one exact pass instead: no shuffle, the split padded to
+whole global batches with zero rows, and a ``"mask"`` feature (``(B,)`` bool) that is
+False on padding rows; the same layout puts eval batch ``k`` on the processes in order.
 
 Prefetching: a background host thread reads, transforms and batches examples and
 keeps ``prefetch`` batches ready (with a ``mesh``, already on device, so the step
@@ -64,6 +69,7 @@ from ._errors import DataError
 from ._eval_padding import PadToBatches, zero_padding
 from ._global import ToGlobal, batch_sharding
 from ._packing import Pack
+from ._shard import ShardByBatch
 
 __all__ = ["Loader", "LoaderIterator", "train_loader", "eval_loader", "apply_transforms", "STATE_VERSION"]
 
@@ -180,10 +186,13 @@ class Loader:
         else:
             padded = len(self) * self.batch_size
             ds = grain.MapDataset.range(padded).seed(self.seed).map(PadToBatches(ds, len(ds)))
-        ds = ds[shard.shard_index::shard.shard_count]
-        ds = apply_transforms(ds, self.transforms)
+        ds = apply_transforms(ds, self.transforms)  # before sharding: random draws keyed by global position
         if not self.training:
             ds = ds.map(zero_padding)
+        if self.pack is None:  # global batch k is positions [k*B, (k+1)*B) in order, whatever the process count
+            ds = ShardByBatch(ds, index=shard.shard_index, count=shard.shard_count, rows=self.local_batch_size)
+        else:  # documents, not rows: each process packs every n-th document (see Pack)
+            ds = ds[shard.shard_index::shard.shard_count]
         if start_step:  # after the transforms (lazy), so random draws keep their per-position seeds
             ds = ds[start_step * self.local_batch_size:]
         it = ds.to_iter_dataset(grain.ReadOptions(num_threads=self.num_threads,
@@ -300,7 +309,7 @@ class LoaderIterator:
         global stream resumes at example position ``step * batch_size``. With 0 or 1 saved
         workers that is exactly the saved run's prefix; with ``W`` saved workers, batches near
         the boundary may differ (grain gives each worker every ``W``-th example). Random
-        augmentations keep their draws when the process count is unchanged. Packed streams
+        augmentations keep their draws whatever the process count. Packed streams
         cannot be repositioned (the documents per row are unknown without replaying).
         """
         if self.loader.pack is not None:
@@ -347,7 +356,8 @@ def train_loader(source: Any, *, batch_size: int, transforms: Sequence[Transform
       transforms: per-example ``grain.transforms.Map`` / ``RandomMap`` (or plain callables).
       seed: shuffling and random-transform seed (identical on every process).
       num_epochs: ``None`` repeats forever; an int stops after that many epochs.
-      pack: a ``Pack`` that packs token sequences before batching.
+      pack: a ``Pack`` that packs token sequences before batching. Each process packs its own
+        documents, so packed rows depend on the process count (see ``Pack``).
       mesh, rules: give both to get global ``jax.Array`` batches split along ``rules["batch"]``
         (``rules`` defaults to ``baobab.nn.DEFAULT_RULES``); without a mesh, numpy batches.
       num_threads: extra host threads reading and transforming examples. 0 (default) does

@@ -67,6 +67,13 @@ class Pack:
 
     Other features are dropped (they cannot be packed). Call it on an
     ``IterDataset``, or pass it as ``train_loader(..., pack=Pack(...))``.
+
+    Packed rows depend on the process count: with ``n`` processes, process ``p`` packs
+    documents ``p, p + n, p + 2n, ...`` of the shuffled stream into its own rows (the
+    packed stream of shard ``p``), and global batch ``k`` is each process's ``k``-th
+    ``B / n`` rows, process 0's first. The documents and tokens seen differ from a
+    1-process run with the same devices; to keep rows independent of the process count,
+    cut a tokenised corpus into rows before loading (``data.TokenChunks``, as ``TextData`` does).
     """
 
     length: int
