@@ -4,7 +4,8 @@ Exit codes: 0 success (also a run stopped by SIGTERM/SIGINT after checkpointing)
 2 a user error (``baobab.errors.UserError``: bad config, unknown key, missing file,
 bad data, a checkpoint that does not fit): one line on stderr naming the key, path
 or shape and the fix (``--debug`` shows the traceback); 1 the run failed (a
-non-finite loss, a plan that does not fit) or a bug: any other exception prints its
+non-finite loss, a full disk, a checkpoint that cannot be read for I/O reasons:
+``baobab.errors.RunError``, one line) or a bug: any other exception prints its
 traceback and asks for a bug report.
 
 The process starts here, so process-wide settings are made here and nowhere else:
@@ -23,7 +24,7 @@ import traceback
 from pathlib import Path
 
 from baobab import __version__, _cli_hf, host_memory
-from baobab.errors import UserError
+from baobab.errors import RunError, UserError
 from baobab.host_memory import has_accelerator as _has_accelerator
 
 BUG_REPORT = ("This is a bug in baobab (or in a library it calls), not a mistake in your input: please report it "
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"baobab {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except FloatingPointError as err:  # train.NonFiniteError: the run failed, the user's input was fine
+    except (FloatingPointError, RunError) as err:  # NonFiniteError, a full disk: the run failed, the input was fine
         if args.debug:
             raise
         print(f"baobab {args.command}: {str(err).splitlines()[0]}", file=sys.stderr)
@@ -293,7 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"baobab {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception:  # not the user's mistake: show everything
+    except Exception as err:  # not the user's mistake: show everything (a full disk aside)
+        from baobab.train._checkpoint_faults import is_disk_full
+
+        if is_disk_full(err) and not args.debug:
+            print(f"baobab {args.command}: no space left on the device writing "
+                  f"{getattr(err, 'filename', None) or 'a file'}; free space and rerun the same command "
+                  f"(a train run resumes from its last checkpoint).", file=sys.stderr)
+            return 1
         traceback.print_exc()
         print(f"baobab {args.command}: {BUG_REPORT}", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ Each subclass also derives from the builtin exception it refines (``ValueError``
 from __future__ import annotations
 
 __all__ = ["UserError", "ConfigError", "DataError", "CheckpointError", "ShapeMismatchError", "MissingFileError",
-           "UnknownKeyError"]
+           "UnknownKeyError", "WorkdirLockedError", "RunError", "DiskFullError", "CheckpointReadError"]
 
 
 class UserError(Exception):
@@ -50,3 +50,24 @@ class UnknownKeyError(UserError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message's repr, quotes and all
         return str(self.args[0]) if self.args else ""
+
+
+class WorkdirLockedError(UserError, RuntimeError):
+    """Another live trainer holds the workdir's lock (the message names its pid and host)."""
+
+
+class RunError(Exception):
+    """The run failed for a reason outside its input (a full disk, an I/O error), said in one line.
+
+    The ``baobab`` command prints the first line and exits with status 1, without a
+    traceback or a bug report: the message says what happened, what is intact and
+    what to do.
+    """
+
+
+class DiskFullError(RunError, OSError):
+    """A checkpoint or log could not be written: no space left (names the directory and the size)."""
+
+
+class CheckpointReadError(RunError, OSError):
+    """A checkpoint could not be read for a reason other than corruption (I/O, memory, permissions)."""

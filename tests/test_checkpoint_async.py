@@ -11,6 +11,7 @@ import pytest
 
 import test_train_support as S
 from baobab import nn, train
+from baobab.errors import DiskFullError
 from baobab.train._cpu_copy import _copy_tree as _copy_state
 
 RULES = nn.DEFAULT_RULES
@@ -119,11 +120,30 @@ def test_a_failed_background_save_is_reported_naming_step_and_directory(tmp_path
 
     ckpt.manager.save = disk_full
     ckpt.save(2, state)  # fails in the background
-    with pytest.raises(RuntimeError, match=r"step 2 .*failed.*No space left on device.*Earlier checkpoints"):
+    size = sum(x.nbytes for x in jax.tree.leaves(state))
+    with pytest.raises(DiskFullError, match=rf"step 2 in {tmp_path}: it needs up to .*"
+                                            rf"the checkpoints of steps \[1\] are intact"):
         ckpt.wait()
-    with pytest.raises(RuntimeError, match="step 2"):  # and again on the next save, not silently dropped
+    assert size > 0
+    with pytest.raises(DiskFullError, match="step 2"):  # and again on the next save, not silently dropped
         ckpt.save(3, state)
     ckpt.manager.save = real_save
     assert ckpt.manager.all_steps() == [1]
-    with pytest.raises(RuntimeError, match="step 2"):
+    with pytest.raises(DiskFullError, match="step 2"):
+        ckpt.close()
+
+
+def test_any_other_failed_save_names_step_cause_and_what_is_intact(tmp_path):
+    mesh = train.make_mesh(devices=jax.devices()[:1])
+    state = small_state(mesh)
+    ckpt = train.Checkpointer(tmp_path, async_save=True)
+    ckpt.save(1, state)
+    ckpt.wait()
+
+    def denied(step, **kw):
+        raise PermissionError(13, "Permission denied")
+
+    ckpt.manager.save = denied
+    ckpt.save(2, state)
+    with pytest.raises(RuntimeError, match=r"step 2 to .* failed \(PermissionError.*steps \[1\] are intact"):
         ckpt.close()

@@ -16,7 +16,7 @@ TRAIN_PUBLIC = [
     "state_shardings", "weight_decay_mask",
     # checkpoints, metrics, the loop
     "CheckpointWarning", "Checkpointer", "MetricWriter", "Restored", "TrainResult", "finished_steps", "read_model",
-    "log_to_stderr", "read_metrics", "train",
+    "log_to_stderr", "read_metrics", "train", "WorkdirLock",
 ]
 
 

@@ -49,6 +49,7 @@ from ._checkpoint import CheckpointWarning as CheckpointWarning
 from ._checkpoint import Restored as Restored
 from ._checkpoint_read import finished_steps as finished_steps
 from ._checkpoint_read import read_model as read_model
+from ._workdir_lock import WorkdirLock as WorkdirLock
 from ._metrics import MetricWriter as MetricWriter
 from ._metrics import read_metrics as read_metrics
 from ._report import TrainResult as TrainResult

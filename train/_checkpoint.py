@@ -25,12 +25,16 @@ host is kept, since a device copy would double the state's device memory. Orbax 
 crash (even ``kill -9``) mid-save leaves the earlier checkpoints untouched.
 
 Restoring tries the newest checkpoint first. An interrupted save (a leftover tmp
-directory) and a checkpoint that fails to read (missing or truncated files,
-corrupt JSON) are skipped with a ``CheckpointWarning`` naming the directory;
-the next older one is tried. Skipped checkpoints newer than the one restored are
-moved to ``<workdir>/checkpoints_skipped/`` so the resumed run can save those
-steps again. If checkpoints exist but none restores, that is an error: a run
-never silently starts over.
+directory) and a *corrupt* checkpoint (a format or checksum error, a missing file or
+item: see ``_checkpoint_faults.py``) are skipped with a ``CheckpointWarning`` naming
+the step and the reason; the next older one is tried. Skipped checkpoints newer than
+the one restored are moved (never deleted) to ``<workdir>/checkpoints_skipped/`` so
+the resumed run can save those steps again; the log names where each went. Any other
+failure (an I/O error, permissions, memory) says nothing about the checkpoint: it is
+retried if it can pass, then raised as ``CheckpointReadError``, and nothing is moved.
+If checkpoints exist but none restores, that is an error: a run never silently starts
+over. A full disk while saving is a ``DiskFullError`` naming the directory, the
+checkpoint's size and the free space; the earlier checkpoints stay as they were.
 
 Iterators: any iterator with ``get_state()``/``set_state()`` is saved through
 grain's orbax handler (``grain.checkpoint.CheckpointSave``), one JSON file per
@@ -61,8 +65,9 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from baobab.errors import CheckpointError, ConfigError
+from baobab.errors import CheckpointError, CheckpointReadError, ConfigError, DiskFullError
 
+from ._checkpoint_faults import classify, describe_bytes, free_bytes, is_disk_full, reason
 from ._core import TrainState
 from ._cpu_copy import copy_state, on_cpu
 
@@ -72,6 +77,7 @@ log = logging.getLogger("baobab.train")
 
 FORMAT = 1
 TMP_MARK = ".orbax-checkpoint-tmp"
+READ_RETRIES = (0.5, 1.0, 2.0)  # seconds before each retry of a transient read failure
 
 
 class CheckpointWarning(UserWarning):
@@ -187,7 +193,8 @@ class Checkpointer:
                 max_workers=1, thread_name_prefix="baobab-checkpoint")
             self._worker.submit(lambda: None).result()
         self._queued: set[int] = set()  # steps handed to the worker, not yet known to orbax
-        self._failure: tuple[int, BaseException] | None = None
+        self._failure: tuple[int | None, BaseException] | None = None
+        self._state_bytes: int | None = None
 
     # ------------------------------------------------------------------------------ saving
 
@@ -214,6 +221,8 @@ class Checkpointer:
             items["metrics"] = ocp.args.JsonSave(dict(metrics))
         items["run"] = ocp.args.JsonSave(run)
         self._raise_failure()
+        self._state_bytes = sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(state)
+                                if hasattr(x, "dtype"))
         start = time.perf_counter()
         if self._worker is not None and on_cpu(state):
             copied = copy_state(state)
@@ -221,7 +230,11 @@ class Checkpointer:
             self._worker.submit(self._save_in_background, step, copied, items)
         else:
             items["state"] = ocp.args.StandardSave(state)
-            self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+            try:
+                self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+            except Exception as e:
+                self._failure = (step, e)
+                self._raise_failure()
         return time.perf_counter() - start
 
     def _save_in_background(self, step: int, state: TrainState, items: dict[str, Any]) -> None:
@@ -239,19 +252,44 @@ class Checkpointer:
         if self._worker is not None:
             self._worker.submit(lambda: None).result()
 
+    @property
+    def failed(self) -> bool:
+        """Whether a save has failed (``wait`` raises it): the loop checks this every step."""
+        return self._failure is not None
+
     def _raise_failure(self) -> None:
-        if self._failure is not None:
-            step, error = self._failure
-            raise RuntimeError(
-                f"Saving the checkpoint of step {step} to {self.directory} failed in the background "
-                f"({type(error).__name__}: {error}). Earlier checkpoints are intact; check the disk "
-                f"(space, permissions) and resume from the latest one.") from error
+        if self._failure is None:
+            return
+        step, error = self._failure
+        intact = sorted(s for s in self.manager.all_steps() if s != step)
+        resume = (f"the checkpoints of steps {intact} are intact; rerun the same command to resume "
+                  f"from step {intact[-1]}" if intact else "no earlier checkpoint exists")
+        if is_disk_full(error):
+            raise DiskFullError(
+                f"No space left on the device for the checkpoint of step {step} in {self.directory}: "
+                f"it needs up to {describe_bytes(self._state_bytes)} (the train state, before "
+                f"compression) and {describe_bytes(free_bytes(self.directory))} is free. The run "
+                f"stops here; {resume}. Free space (or lower checkpoint.keep, or move "
+                f"trainer.workdir) first.") from error
+        raise RuntimeError(
+            f"Saving the checkpoint of step {step} to {self.directory} failed "
+            f"({reason(error)}); {resume}. Check the disk "
+            f"(space, permissions) first.") from error
 
     def wait(self) -> None:
         """Block until every started save is durable on disk."""
         self._drain()
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # orbax's own background commit failed
+            if self._failure is None:
+                self._failure = (self._newest_unfinished(), e)
         self._raise_failure()
+
+    def _newest_unfinished(self) -> int | None:
+        pending = [int(p.name.split(".")[0]) for p in self.directory.iterdir()
+                   if TMP_MARK in p.name and p.name.split(".")[0].isdigit()]
+        return max(pending) if pending else self.latest_step
 
     def close(self) -> None:
         """Wait for pending saves, then release the manager's threads."""
@@ -261,7 +299,11 @@ class Checkpointer:
             if self._worker is not None:
                 self._worker.shutdown(wait=True)
                 self._worker = None
-            self.manager.close()
+            try:
+                self.manager.close()
+            except Exception:  # a failed save, already raised by wait() above
+                if self._failure is None:
+                    raise
 
     @property
     def latest_step(self) -> int | None:
@@ -288,15 +330,12 @@ class Checkpointer:
         for step in sorted(self.manager.all_steps(), reverse=True):
             path = self.directory / str(step)
             try:
-                restored = self._restore_step(step, target, data_iterator)
-            except _Mismatch:
-                raise
-            except Exception as e:  # unreadable: skip it and try the next older one
-                failures.append((path, e))
+                restored = self._read(step, lambda: self._restore_step(step, target, data_iterator))
+            except _Corrupt as e:  # skip it and try the next older one
+                failures.append((path, e.__cause__))
                 warnings.warn(
-                    f"Checkpoint {path} could not be restored and is skipped "
-                    f"({type(e).__name__}: {str(e)[:300]}). Trying an older checkpoint.",
-                    CheckpointWarning, stacklevel=2)
+                    f"Checkpoint {path} (step {step}) is corrupt and is skipped ({e}). "
+                    f"Trying an older checkpoint.", CheckpointWarning, stacklevel=2)
                 continue
             if failures:
                 self._set_aside([p for p, _ in failures])
@@ -316,10 +355,38 @@ class Checkpointer:
             if not (self.directory / str(step) / "config").exists():
                 return None
             try:
-                return step, self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
-            except Exception:  # unreadable: restore() skips it and says so
+                return step, self._read(step, lambda: self.manager.restore(
+                    step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config)
+            except _Corrupt:  # restore() skips it and says so
                 continue
         return None
+
+    def _read(self, step: int, read: Any) -> Any:
+        """``read()``, retried on transient failures; a corrupt checkpoint raises ``_Corrupt``.
+
+        Any failure that is neither (memory, permissions, a full disk, a persistent
+        I/O error) is raised as ``CheckpointReadError``; nothing is skipped or moved.
+        """
+        path = self.directory / str(step)
+        for attempt, pause in enumerate((*READ_RETRIES, None)):
+            try:
+                return read()
+            except _Mismatch:
+                raise
+            except Exception as e:
+                kind = classify(e)
+                why = reason(e)
+                if kind == "corrupt":
+                    raise _Corrupt(why) from e
+                if kind == "transient" and pause is not None:
+                    log.warning("Reading checkpoint %s failed (%s); retrying in %.1fs.", path, why, pause)
+                    time.sleep(pause)
+                    continue
+                tries = f" after {attempt + 1} tries" if kind == "transient" else ""
+                raise CheckpointReadError(
+                    f"Checkpoint {path} (step {step}) could not be read{tries} ({why}). This is not "
+                    f"a damaged checkpoint, so it was not skipped and nothing was moved or deleted; "
+                    f"fix the cause (storage, permissions, memory) and rerun.") from e
 
     def _restore_step(self, step: int, target: TrainState, data_iterator: Any) -> Restored:
         path = self.directory / str(step)
@@ -375,7 +442,8 @@ class Checkpointer:
                 while dest.exists():
                     dest, n = aside / f"{p.name}.{n}", n + 1
                 shutil.move(str(p), str(dest))
-                log.warning("Moved unreadable checkpoint %s to %s.", p, dest)
+                log.warning("Moved the corrupt checkpoint %s to %s (kept there; delete it yourself "
+                            "once it is not needed).", p, dest)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
@@ -385,3 +453,7 @@ class Checkpointer:
 
 class _Mismatch(ValueError):
     """The checkpoint is readable but cannot fit this run: an error, not a skip."""
+
+
+class _Corrupt(Exception):
+    """A checkpoint failed to read because it is damaged or incomplete: skipped by restore()."""

@@ -58,6 +58,7 @@ from ._settings import CheckpointConfig, LoggingConfig, MeshConfig, TrainerConfi
 from ._state import ModelOrConstructor, abstract_state, create_state
 from ._step import jit_step, make_train_step
 from ._window import MetricWindow, Throughput
+from ._workdir_lock import WorkdirLock
 
 __all__ = ["TrainResult", "train"]
 
@@ -133,192 +134,194 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
     is_chief = jax.process_index() == 0
     workdir = Path(trainer.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-
-    # ------------------------------------------------------------------------------------
-    # Train state: restored from the newest good checkpoint, or created on the mesh.
-    # ------------------------------------------------------------------------------------
-    data_iter = iter(data)
-    build = dict(mesh=mesh, rules=rules, seed=trainer.seed, ema=trainer.ema_decay is not None,
-                 precision=trainer.precision)
-    checkpointer = Checkpointer(workdir / "checkpoints", keep_last=checkpoint.keep,
-                                keep_every=checkpoint.keep_every, async_save=checkpoint.async_save)
-    try:
-        if not resume and checkpointer.all_steps():
-            raise CheckpointError(
-                f"{checkpointer.directory} already has checkpoints {checkpointer.all_steps()} and "
-                f"resume=False. Use a new trainer.workdir, or resume=True to continue that run.")
-        saved = checkpointer.newest_config() if config is not None else None
-        if is_chief and saved is not None and saved[1] != config:  # said before a restore that may fail
-            lines = describe(saved[1], config, step=saved[0])
-            log.warning("The config differs from the one saved at step %d, in %d field(s):\n  %s", saved[0],
-                        len(lines), "\n  ".join(lines))
-        restored = checkpointer.restore(abstract_state(model, optimizer, **build), data_iterator=data_iter)
-    except BaseException:
-        checkpointer.close()
-        raise
-    state, start = (restored.state, restored.step) if restored else (create_state(model, optimizer, **build), 0)
-
-    def last_checkpoint() -> tuple[int | None, Path]:  # for a NonFiniteError's message
-        checkpointer.wait()
-        return checkpointer.latest_step, checkpointer.directory
-
-    window = MetricWindow(leaf_paths(state.model), skip=trainer.on_nonfinite == "skip",
-                          last_checkpoint=last_checkpoint)
-    window.restore(restored.metrics if restored else None)
-    if restored and start >= trainer.steps:  # a finished run: nothing to compile
-        checkpointer.close()
-        return finished(workdir, state, start, trainer.steps, window.skipped, restored.path)
-    if is_chief:
-        log.info("%s", banner(workdir=workdir, mesh=mesh, state=state, start=start, steps=trainer.steps,
-                              restored_from=restored.path if restored else None, processes=jax.process_count()))
-    if start > 0 and not supports_state(data_iter):
-        warnings.warn(
-            f"{type(data_iter).__name__} has no get_state/set_state, so its position was not "
-            f"saved; skipping {start} batches to reach step {start}. Give the iterator "
-            f"get_state/set_state (grain iterators have them) to resume instantly.",
-            CheckpointWarning, stacklevel=2)
-        for _ in range(start):
-            next(data_iter)
-
-    # ------------------------------------------------------------------------------------
-    # Compile the step once, ahead of time: later steps cannot recompile.
-    # ------------------------------------------------------------------------------------
-    step_fn = make_train_step(loss_fn, optimizer, microbatches=trainer.microbatches,
-                              ema_decay=trainer.ema_decay)
-    writer = MetricWriter(workdir, enabled=is_chief, resume_step=start if restored else None)
-    progress = Progress(trainer.steps, start, enabled=is_chief, interactive=logging.progress)
-    eval_step = make_eval_step(eval_fn, mesh=mesh, rules=rules) if eval_fn is not None else None
-    profile = logging.profile_steps
-    step, batch = start, None
-    last_metrics: dict[str, float] = {}
-    last_eval: dict[str, float] = {}
-    start_eval: dict[str, float] = {}
-    preempted = tracing = False
-
-    def next_batch() -> dict[str, jax.Array] | None:
+    with WorkdirLock(workdir):  # one trainer per workdir; freed on every exit (see _workdir_lock.py)
+        # --------------------------------------------------------------------------------
+        # Train state: restored from the newest good checkpoint, or created on the mesh.
+        # --------------------------------------------------------------------------------
+        data_iter = iter(data)
+        build = dict(mesh=mesh, rules=rules, seed=trainer.seed, ema=trainer.ema_decay is not None,
+                     precision=trainer.precision)
+        checkpointer = Checkpointer(workdir / "checkpoints", keep_last=checkpoint.keep,
+                                    keep_every=checkpoint.keep_every, async_save=checkpoint.async_save)
         try:
-            raw = next(data_iter)
-        except StopIteration:
-            return None
-        return put_batch(raw, mesh=mesh, rules=rules)
+            if not resume and checkpointer.all_steps():
+                raise CheckpointError(
+                    f"{checkpointer.directory} already has checkpoints {checkpointer.all_steps()} and "
+                    f"resume=False. Use a new trainer.workdir, or resume=True to continue that run.")
+            saved = checkpointer.newest_config() if config is not None else None
+            if is_chief and saved is not None and saved[1] != config:  # said before a restore that may fail
+                lines = describe(saved[1], config, step=saved[0])
+                log.warning("The config differs from the one saved at step %d, in %d field(s):\n  %s", saved[0],
+                            len(lines), "\n  ".join(lines))
+            restored = checkpointer.restore(abstract_state(model, optimizer, **build), data_iterator=data_iter)
+        except BaseException:
+            checkpointer.close()
+            raise
+        state, start = (restored.state, restored.step) if restored else (create_state(model, optimizer, **build), 0)
 
-    def run_eval() -> dict[str, float]:
-        results = {f"eval/{k}": v for k, v in
-                   evaluate(eval_step, state.model, eval_data(), mesh=mesh, rules=rules).items()}
-        if state.ema is not None:
-            results.update({f"eval_ema/{k}": v for k, v in
-                            evaluate(eval_step, state.ema, eval_data(), mesh=mesh, rules=rules).items()})
-        return results
+        def last_checkpoint() -> tuple[int | None, Path]:  # for a NonFiniteError's message
+            checkpointer.wait()
+            return checkpointer.latest_step, checkpointer.directory
 
-    def save() -> None:
-        window.read()  # raises NonFiniteError before any checkpoint; the window itself stays open
-        if step in checkpointer.all_steps():
-            return
-        blocked = checkpointer.save(step, state, data_iterator=data_iter, config=config,
-                                    mesh_shape=dict(mesh.shape), metrics=window.state())
+        window = MetricWindow(leaf_paths(state.model), skip=trainer.on_nonfinite == "skip",
+                              last_checkpoint=last_checkpoint)
+        window.restore(restored.metrics if restored else None)
+        if restored and start >= trainer.steps:  # a finished run: nothing to compile
+            checkpointer.close()
+            return finished(workdir, state, start, trainer.steps, window.skipped, restored.path)
         if is_chief:
-            log.info("Checkpoint at step %d (the loop was blocked %.3fs).", step, blocked)
-
-    stop = StopOnSignal(handle_signals)
-    try:
-        stop.install()  # from here on, a first signal means "checkpoint and return"
-        batch = next_batch()
-        if batch is None:
-            raise ValueError("The data iterator is empty: it yielded no batch.")
-        t0 = time.perf_counter()
-        compiled = jit_step(step_fn, state, mesh=mesh, rules=rules).lower(state, batch).compile()
-        compile_s = time.perf_counter() - t0
-        if tokens_key is not None and tokens_key not in batch:
-            raise ConfigError(f"tokens_key={tokens_key!r} is not a batch key; the batch has {sorted(batch)}.")
-        rows = int(next(iter(batch.values())).shape[0])
-        timing = Throughput(rows, batch[tokens_key].size if tokens_key else None)
-        if is_chief:
-            log.info("Compiled the train step in %.2fs (global batch %d).", compile_s, rows)
+            log.info("%s", banner(workdir=workdir, mesh=mesh, state=state, start=start, steps=trainer.steps,
+                                  restored_from=restored.path if restored else None, processes=jax.process_count()))
+        if start > 0 and not supports_state(data_iter):
+            warnings.warn(
+                f"{type(data_iter).__name__} has no get_state/set_state, so its position was not "
+                f"saved; skipping {start} batches to reach step {start}. Give the iterator "
+                f"get_state/set_state (grain iterators have them) to resume instantly.",
+                CheckpointWarning, stacklevel=2)
+            for _ in range(start):
+                next(data_iter)
 
         # --------------------------------------------------------------------------------
-        # The loop. The host only dispatches; it reads metrics at records and checkpoints.
+        # Compile the step once, ahead of time: later steps cannot recompile.
         # --------------------------------------------------------------------------------
-        if trainer.eval_at_start and eval_step is not None and step == 0:
-            start_eval = run_eval()
-            writer.write(0, start_eval)
+        step_fn = make_train_step(loss_fn, optimizer, microbatches=trainer.microbatches,
+                                  ema_decay=trainer.ema_decay)
+        writer = MetricWriter(workdir, enabled=is_chief, resume_step=start if restored else None)
+        progress = Progress(trainer.steps, start, enabled=is_chief, interactive=logging.progress)
+        eval_step = make_eval_step(eval_fn, mesh=mesh, rules=rules) if eval_fn is not None else None
+        profile = logging.profile_steps
+        step, batch = start, None
+        last_metrics: dict[str, float] = {}
+        last_eval: dict[str, float] = {}
+        start_eval: dict[str, float] = {}
+        preempted = tracing = False
+
+        def next_batch() -> dict[str, jax.Array] | None:
+            try:
+                raw = next(data_iter)
+            except StopIteration:
+                return None
+            return put_batch(raw, mesh=mesh, rules=rules)
+
+        def run_eval() -> dict[str, float]:
+            results = {f"eval/{k}": v for k, v in
+                       evaluate(eval_step, state.model, eval_data(), mesh=mesh, rules=rules).items()}
+            if state.ema is not None:
+                results.update({f"eval_ema/{k}": v for k, v in
+                                evaluate(eval_step, state.ema, eval_data(), mesh=mesh, rules=rules).items()})
+            return results
+
+        def save() -> None:
+            window.read()  # raises NonFiniteError before any checkpoint; the window itself stays open
+            if step in checkpointer.all_steps():
+                return
+            blocked = checkpointer.save(step, state, data_iterator=data_iter, config=config,
+                                        mesh_shape=dict(mesh.shape), metrics=window.state())
             if is_chief:
-                log.info("Eval before training (step 0): %s",
-                         ", ".join(f"{k} {v:.4f}" for k, v in start_eval.items()))
-        while step < trainer.steps:
+                log.info("Checkpoint at step %d (the loop was blocked %.3fs).", step, blocked)
+
+        stop = StopOnSignal(handle_signals)
+        try:
+            stop.install()  # from here on, a first signal means "checkpoint and return"
+            batch = next_batch()
             if batch is None:
-                batch = next_batch()
+                raise ValueError("The data iterator is empty: it yielded no batch.")
+            t0 = time.perf_counter()
+            compiled = jit_step(step_fn, state, mesh=mesh, rules=rules).lower(state, batch).compile()
+            compile_s = time.perf_counter() - t0
+            if tokens_key is not None and tokens_key not in batch:
+                raise ConfigError(f"tokens_key={tokens_key!r} is not a batch key; the batch has {sorted(batch)}.")
+            rows = int(next(iter(batch.values())).shape[0])
+            timing = Throughput(rows, batch[tokens_key].size if tokens_key else None)
+            if is_chief:
+                log.info("Compiled the train step in %.2fs (global batch %d).", compile_s, rows)
+
+            # ----------------------------------------------------------------------------
+            # The loop. The host only dispatches; it reads metrics at records and checkpoints.
+            # ----------------------------------------------------------------------------
+            if trainer.eval_at_start and eval_step is not None and step == 0:
+                start_eval = run_eval()
+                writer.write(0, start_eval)
+                if is_chief:
+                    log.info("Eval before training (step 0): %s",
+                             ", ".join(f"{k} {v:.4f}" for k, v in start_eval.items()))
+            while step < trainer.steps:
                 if batch is None:
-                    log.warning("The data ran out at step %d of %d; stopping.", step, trainer.steps)
+                    batch = next_batch()
+                    if batch is None:
+                        log.warning("The data ran out at step %d of %d; stopping.", step, trainer.steps)
+                        break
+                if profile is not None and step + 1 == profile[0]:
+                    jax.profiler.start_trace(str(workdir / "profile"))
+                    tracing = True
+
+                state, metrics = compiled(state, batch)
+                batch = None
+                step += 1
+                window.add(step, metrics)
+                if checkpointer.failed:  # a background save failed (a full disk): stop, do not train on
+                    checkpointer.wait()
+                timing.steps += 1
+                progress.update()
+
+                if step == start + 1:  # first-step latency: one deliberate wait
+                    jax.block_until_ready(metrics)
+                    first_s = time.perf_counter() - t0 - compile_s
+                    writer.write(step, {"perf/compile_s": compile_s, "perf/first_step_s": first_s})
+                    if is_chief:
+                        log.info("First step took %.3fs.", first_s)
+                    timing.restart()
+                if tracing and step == profile[1]:
+                    jax.block_until_ready(state)
+                    jax.profiler.stop_trace()
+                    tracing = False
+                    if is_chief:
+                        log.info("Profile of steps %s written to %s.", profile, workdir / "profile")
+
+                last_step = step == trainer.steps
+                log_due = step % logging.log_every == 0 or last_step
+                ckpt_due = checkpoint.every > 0 and step % checkpoint.every == 0
+                if jax.process_count() == 1:
+                    stop_now = stop.requested
+                else:
+                    stop_now = (log_due or ckpt_due) and stop.agreed()
+                eval_due = eval_step is not None and (
+                    last_step or (trainer.eval_every > 0 and step % trainer.eval_every == 0))
+
+                if log_due:  # a record: the window's mean, at log_every multiples and the last step only
+                    last_metrics = window.summary()  # raises NonFiniteError
+                    speed, per_step = timing.metrics()
+                    last_metrics.update(speed)
+                    writer.write(step, last_metrics)
+                    progress.show(step, last_metrics, per_step)
+                if eval_due:
+                    with timing.paused():  # throughput counts train steps only
+                        last_eval = run_eval()
+                    writer.write(step, last_eval)
+                    if is_chief:
+                        log.info("Eval at step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+                if ckpt_due or stop_now:
+                    with timing.paused():
+                        save()
+                if stop_now:
+                    preempted = True
+                    if is_chief:
+                        log.warning("Stopped by %s at step %d after saving a checkpoint.",
+                                    stop.signal_name or "a signal on another process", step)
                     break
-            if profile is not None and step + 1 == profile[0]:
-                jax.profiler.start_trace(str(workdir / "profile"))
-                tracing = True
 
-            state, metrics = compiled(state, batch)
-            batch = None
-            step += 1
-            window.add(step, metrics)
-            timing.steps += 1
-            progress.update()
-
-            if step == start + 1:  # first-step latency: one deliberate wait
-                jax.block_until_ready(metrics)
-                first_s = time.perf_counter() - t0 - compile_s
-                writer.write(step, {"perf/compile_s": compile_s, "perf/first_step_s": first_s})
-                if is_chief:
-                    log.info("First step took %.3fs.", first_s)
-                timing.restart()
-            if tracing and step == profile[1]:
-                jax.block_until_ready(state)
+            # ----------------------------------------------------------------------------
+            # The end: a final checkpoint, durable before returning.
+            # ----------------------------------------------------------------------------
+            if step > start or restored is None:
+                save()
+            checkpointer.wait()
+        finally:
+            if tracing:
                 jax.profiler.stop_trace()
-                tracing = False
-                if is_chief:
-                    log.info("Profile of steps %s written to %s.", profile, workdir / "profile")
-
-            last_step = step == trainer.steps
-            log_due = step % logging.log_every == 0 or last_step
-            ckpt_due = checkpoint.every > 0 and step % checkpoint.every == 0
-            if jax.process_count() == 1:
-                stop_now = stop.requested
-            else:
-                stop_now = (log_due or ckpt_due) and stop.agreed()
-            eval_due = eval_step is not None and (
-                last_step or (trainer.eval_every > 0 and step % trainer.eval_every == 0))
-
-            if log_due:  # a record: the window's mean, at log_every multiples and the last step only
-                last_metrics = window.summary()  # raises NonFiniteError
-                speed, per_step = timing.metrics()
-                last_metrics.update(speed)
-                writer.write(step, last_metrics)
-                progress.show(step, last_metrics, per_step)
-            if eval_due:
-                with timing.paused():  # throughput counts train steps only
-                    last_eval = run_eval()
-                writer.write(step, last_eval)
-                if is_chief:
-                    log.info("Eval at step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
-            if ckpt_due or stop_now:
-                with timing.paused():
-                    save()
-            if stop_now:
-                preempted = True
-                if is_chief:
-                    log.warning("Stopped by %s at step %d after saving a checkpoint.",
-                                stop.signal_name or "a signal on another process", step)
-                break
-
-        # --------------------------------------------------------------------------------
-        # The end: a final checkpoint, durable before returning.
-        # --------------------------------------------------------------------------------
-        if step > start or restored is None:
-            save()
-        checkpointer.wait()
-    finally:
-        if tracing:
-            jax.profiler.stop_trace()
-        progress.close()
-        writer.close()
-        checkpointer.close()
-        stop.uninstall()
-    return TrainResult(state=state, step=step, preempted=preempted, metrics=last_metrics,
-                       eval_metrics=last_eval, skipped_steps=window.skipped, start_eval_metrics=start_eval)
+            progress.close()
+            writer.close()
+            checkpointer.close()
+            stop.uninstall()
+        return TrainResult(state=state, step=step, preempted=preempted, metrics=last_metrics,
+                           eval_metrics=last_eval, skipped_steps=window.skipped, start_eval_metrics=start_eval)
