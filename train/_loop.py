@@ -186,7 +186,7 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
         # --------------------------------------------------------------------------------
         step_fn = make_train_step(loss_fn, optimizer, microbatches=trainer.microbatches,
                                   ema_decay=trainer.ema_decay)
-        writer = MetricWriter(workdir, enabled=is_chief, resume_step=start if restored else None)
+        writer = MetricWriter(workdir, enabled=is_chief, resume_step=start if restored else -1)  # -1: a fresh start
         progress = Progress(trainer.steps, start, enabled=is_chief, interactive=logging.progress)
         eval_step = make_eval_step(eval_fn, mesh=mesh, rules=rules) if eval_fn is not None else None
         profile = logging.profile_steps

@@ -45,10 +45,27 @@ def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _complete_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics file a killed run may have left, without a half-written last line."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise
+            log.warning("Dropped the half-written last line of %s (the run was stopped while writing it).", path)
+    return records
+
+
 class MetricWriter:
     """Writes scalar metrics to ``metrics.jsonl`` and TensorBoard under ``workdir``."""
 
     def __init__(self, workdir: str | Path, *, enabled: bool = True, resume_step: int | None = None):
+        """``resume_step``: drop the records after it (a resumed run writes them again); -1 drops
+        all of them (a fresh start over a run that was stopped before its first checkpoint);
+        None appends."""
         self.enabled = enabled
         self.path = Path(workdir) / "metrics.jsonl"
         self._file = None
@@ -57,7 +74,7 @@ class MetricWriter:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
-            kept = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
+            kept = [r for r in _complete_records(self.path) if r.get("step", 0) <= resume_step]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(self.path, "a")
         purge = None if resume_step is None else resume_step + 1
