@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import os
 import sys
 import traceback
@@ -267,6 +268,15 @@ def _cpu_when_no_accelerator() -> None:
     jax.config.update("jax_platforms", "cpu")
 
 
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """Keep a library's log record, but as its message only (``--debug`` keeps the tracebacks)."""
+    if record.exc_info or record.exc_text:
+        record.exc_info, record.exc_text = None, None
+        record.msg = f"{record.getMessage()} (traceback hidden; --debug shows it)"
+        record.args = ()
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -278,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     from baobab import train
 
     train.log_to_stderr()  # progress, banner and warnings as plain lines, also when stderr is not a terminal
+    if not args.debug:  # orbax logs its background threads' failures with tracebacks; we report them in one line
+        logging.getLogger("absl").addFilter(_without_traceback)
     try:
         return args.func(args)
     except UserError as err:

@@ -195,6 +195,7 @@ class Checkpointer:
         self._queued: set[int] = set()  # steps handed to the worker, not yet known to orbax
         self._failure: tuple[int | None, BaseException] | None = None
         self._state_bytes: int | None = None
+        self._orbax_pending = False  # an orbax async save (not through the worker) may still be running
 
     # ------------------------------------------------------------------------------ saving
 
@@ -232,9 +233,10 @@ class Checkpointer:
             items["state"] = ocp.args.StandardSave(state)
             try:
                 self.manager.save(step, args=ocp.args.Composite(**items), force=True)
-            except Exception as e:
-                self._failure = (step, e)
+            except Exception as e:  # the previous async save failed (orbax waits for it first), or this one
+                self._failure = (self._newest_unfinished() or step, e)
                 self._raise_failure()
+            self._orbax_pending = True
         return time.perf_counter() - start
 
     def _save_in_background(self, step: int, state: TrainState, items: dict[str, Any]) -> None:
@@ -242,6 +244,9 @@ class Checkpointer:
             if self._failure is None:  # after a failure, later saves are not attempted
                 items["state"] = ocp.args.StandardSave(state)
                 self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+                # Wait here, off the loop's thread, so a failed write (a full disk) is known at once:
+                # the loop checks ``failed`` every step and stops instead of training on.
+                self.manager.wait_until_finished()
         except BaseException as e:  # reported to the caller by the next save/wait/close
             self._failure = (step, e)
         finally:
@@ -255,6 +260,12 @@ class Checkpointer:
     @property
     def failed(self) -> bool:
         """Whether a save has failed (``wait`` raises it): the loop checks this every step."""
+        if self._failure is None and self._orbax_pending and not self.manager.is_saving_in_progress():
+            self._orbax_pending = False  # orbax's own background save (accelerators) just ended: how?
+            try:
+                self.manager.check_for_errors()
+            except Exception as e:
+                self._failure = (self._newest_unfinished(), e)
         return self._failure is not None
 
     def _raise_failure(self) -> None:
@@ -284,11 +295,13 @@ class Checkpointer:
         except Exception as e:  # orbax's own background commit failed
             if self._failure is None:
                 self._failure = (self._newest_unfinished(), e)
+        self._orbax_pending = False
         self._raise_failure()
 
     def _newest_unfinished(self) -> int | None:
+        """The step whose save was left unfinished (its tmp directory), else the newest step."""
         pending = [int(p.name.split(".")[0]) for p in self.directory.iterdir()
-                   if TMP_MARK in p.name and p.name.split(".")[0].isdigit()]
+                   if TMP_MARK in p.name and p.name.split(".")[0].isdigit()] if self.directory.is_dir() else []
         return max(pending) if pending else self.latest_step
 
     def close(self) -> None:

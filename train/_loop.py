@@ -42,9 +42,10 @@ import optax
 from jax.sharding import Mesh
 
 from baobab import nn
-from baobab.errors import CheckpointError, ConfigError
+from baobab.errors import CheckpointError, ConfigError, DiskFullError
 
 from ._checkpoint import Checkpointer, CheckpointWarning, supports_state
+from ._checkpoint_faults import is_disk_full
 from ._config_diff import describe
 from ._core import Batch, EvalFn, LossFn
 from ._distributed import initialize_distributed
@@ -316,6 +317,13 @@ def train(model: ModelOrConstructor, loss_fn: LossFn, optimizer: optax.GradientT
             if step > start or restored is None:
                 save()
             checkpointer.wait()
+        except OSError as e:
+            if not is_disk_full(e) or isinstance(e, DiskFullError):
+                raise
+            checkpointer.wait()  # a save that failed for the same reason is the one to report
+            raise DiskFullError(f"No space left on the device writing {e.filename or workdir} at step {step}. "
+                                f"The run stops; free space and rerun the same command to resume from "
+                                f"step {checkpointer.latest_step or 0}.") from e
         finally:
             if tracing:
                 jax.profiler.stop_trace()
