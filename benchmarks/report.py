@@ -98,6 +98,19 @@ def report(folder: Path) -> str:
                 f"MNIST-style examples/s: {', '.join(f'{k} {v:,.0f}' for k, v in r['mnist_examples_per_s'].items())}; "
                 f"packed text rows/s: baobab {r['text_rows_per_s']['baobab']:,.0f}, torch "
                 f"{r['text_rows_per_s']['torch']:,.0f}; data wait {100 * r['data_wait_fraction']:.2f} % of step time.", ""]
+    for stem in sorted(f for f in files if f.startswith("soak_mnist_mlp")):  # soak_mnist_mlp, and e.g. _no_ckpt
+        r = load(stem)
+        label = "" if stem == "soak_mnist_mlp" else f" [{stem}]"
+        out += [f"### Soak, host RSS of `baobab train configs/mnist_mlp.py`{label} ({machine_line(r)})", "",
+                f"`{r['command']}`; RSS sampled every {r['interval_s']} s ({r['samples']} samples); "
+                f"warm-up: the first {r['warmup_steps']:,} steps ({r['warmup_end_s']} s); eval accuracy "
+                f"{_fmt(r['eval_accuracy'])}.", "",
+                md_table([r], [("steps", "steps"), ("wall_s", "wall (s)"),
+                               ("rss_warmup_end_mb", "RSS at warm-up end (MB)"),
+                               ("rss_train_end_mb", "before the final eval (MB)"), ("rss_final_mb", "final (MB)"),
+                               ("rss_peak_mb", "peak sampled (MB)"), ("vm_hwm_mb", "VmHWM (MB)"),
+                               ("slope_mb_per_1k_steps", "slope after warm-up (MB / 1k steps)"),
+                               ("slope_second_half_mb_per_1k_steps", "slope, 2nd half")]), ""]
     if "gpu_gpt2" in files:
         r = load("gpu_gpt2")
         out += [f"### GPT-2 small, bf16, {r['machine'].get('device_kind')} ({'smoke' if r['smoke'] else 'full'}; "
