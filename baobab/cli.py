@@ -268,6 +268,30 @@ def _cpu_when_no_accelerator() -> None:
     jax.config.update("jax_platforms", "cpu")
 
 
+class _LibraryHandler(logging.StreamHandler):
+    """Other libraries' warnings on stderr, in baobab's line format; baobab's own lines have their handler."""
+
+
+def _library_warnings_to_stderr() -> None:
+    """Give the root logger one handler, so absl does not add its default one on first use.
+
+    absl's ``logging.log`` calls ``logging.basicConfig()`` when the root logger has no
+    handler (orbax logs through absl at import), and that handler printed every baobab
+    line a second time as ``INFO:baobab.train:...``.
+    """
+    root = logging.getLogger()
+    for h in list(root.handlers):  # absl's implicit basicConfig, if an import already triggered it
+        if type(h) is logging.StreamHandler and h.formatter is not None and h.formatter._fmt == logging.BASIC_FORMAT:
+            root.removeHandler(h)
+    if any(isinstance(h, _LibraryHandler) for h in root.handlers):
+        return
+    handler = _LibraryHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    handler.addFilter(lambda record: not record.name.startswith("baobab"))
+    root.addHandler(handler)
+
+
 def _without_traceback(record: logging.LogRecord) -> bool:
     """Keep a library's log record, but as its message only (``--debug`` keeps the tracebacks)."""
     if record.exc_info or record.exc_text:
@@ -288,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     from baobab import train
 
     train.log_to_stderr()  # progress, banner and warnings as plain lines, also when stderr is not a terminal
+    _library_warnings_to_stderr()
     if not args.debug:  # orbax logs its background threads' failures with tracebacks; we report them in one line
         logging.getLogger("absl").addFilter(_without_traceback)
     try:

@@ -138,6 +138,7 @@ def reference(tmp_path_factory):
     p = start(workdir)
     err = finish(p)
     assert p.returncode == 0, err[-3000:]
+    assert err.count("Compiled the train step") == 1, err[-3000:]  # each line once (no absl root handler copy)
     return deterministic(records(workdir)), final_model(workdir)
 
 
