@@ -22,6 +22,7 @@ from baobab.config import to_json
 from baobab.errors import ConfigError
 from baobab.experiment import (ExperimentConfig, build_optimizer, check_fits, make_mesh, model_constructor, rules,
                                task_of)
+from baobab.init_from import check_source as check_init_from
 from baobab.init_from import pretrained_model
 from baobab.run_assets import write_assets
 from baobab.runs import has_checkpoint, restore_model, write_config
@@ -35,10 +36,20 @@ log = logging.getLogger("baobab")
 def run_train(config: ExperimentConfig) -> btrain.TrainResult:
     """Train (or resume) the run in ``config.trainer.workdir``; write its resolved config."""
     btrain.initialize_distributed()  # before anything touches a device: multi-host launches need it first
+    known = bdata.data_info(config.data)
+    if known is not None:  # what the config alone shows (classes, vocabulary) fails before any data is read
+        check_fits(config, known)
+    pretrained = config.finetune.init_from and not has_checkpoint(config.trainer.workdir)
+    if pretrained:
+        check_init_from(config)  # the source's headers: a damaged file fails before the data is read
     mesh = make_mesh(config)
     train_data, eval_data, info = bdata.build_data(config.data, mesh=mesh, rules=rules(config),
                                                    seed=config.trainer.seed)
     check_fits(config, info)
+    start = model_constructor(config)
+    if pretrained:  # before anything is written: a bad init_from source leaves no half-made run directory
+        start = pretrained_model(config, jax.random.split(jax.random.key(config.trainer.seed))[0], mesh=mesh,
+                                 rules=rules(config))
     sched = config.schedule
     if sched.kind != "constant" and sched.warmup_steps >= config.trainer.steps:
         log.warning("schedule.warmup_steps = %d covers all trainer.steps = %d: the warmup is cut to %d steps and "
@@ -49,10 +60,6 @@ def run_train(config: ExperimentConfig) -> btrain.TrainResult:
     task = task_of(config)
     iterator = iter(train_data)
     try:
-        start = model_constructor(config)
-        if config.finetune.init_from and not has_checkpoint(config.trainer.workdir):  # pretrained, then train
-            start = pretrained_model(config, jax.random.split(jax.random.key(config.trainer.seed))[0], mesh=mesh,
-                                     rules=rules(config))
         return btrain.train(start, task.loss, build_optimizer(config), iterator, config.trainer,
                             checkpoint=config.checkpoint, logging=config.logging, mesh=mesh, rules=rules(config),
                             tokens_key=task.tokens_key, eval_fn=task.eval if eval_data else None,

@@ -36,6 +36,7 @@ import ast
 import difflib
 import importlib.util
 import json
+import traceback
 from pathlib import Path
 from typing import Annotated, Any, Callable, Mapping, TypeVar
 
@@ -90,7 +91,7 @@ def kind_field(table: Mapping[str, Any], section: str, config_of: Callable[[Any]
         if not isinstance(value, Mapping):
             raise ValueError(f"expected a {section} section (a mapping with a kind), got {type(value).__name__}")
         kind = value.get("kind")
-        if kind not in classes:
+        if not isinstance(kind, str) or kind not in classes:  # (a list or dict is not hashable)
             raise pydantic_core.PydanticCustomError(
                 "unknown_kind", "unknown kind {kind}; valid kinds: {kinds}",
                 {"kind": repr(kind), "kinds": ", ".join(repr(k) for k in classes)})
@@ -110,7 +111,7 @@ def parse_value(text: str) -> Any:
         return None
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # TypeError: {[]: 1}; too deep
         return text
 
 
@@ -133,7 +134,12 @@ def _no_such_key(key: str, tree: dict) -> ConfigError:
         by_last = {c.rsplit(".", 1)[-1]: c for c in candidates}
         close = [by_last[m] for m in difflib.get_close_matches(last, list(by_last), n=1, cutoff=0.6)]
     hint = f"; did you mean {' or '.join(close)}?" if close else f"; valid top-level keys: {sorted(tree)}"
-    return ConfigError(f"{key}: no such key{hint}")
+    return ConfigError(f"{_shown(key)}: no such key{hint}")
+
+
+def _shown(key: str) -> str:
+    """A key as typed, or quoted when it holds line breaks or control characters (one-line errors)."""
+    return key if key.isprintable() else repr(key)
 
 
 def _set(tree: dict, key: str, value: Any) -> None:
@@ -151,7 +157,7 @@ def _set(tree: dict, key: str, value: Any) -> None:
 def _error_from_validation(err: pydantic.ValidationError) -> ConfigError:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = _shown(".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
         got = e.get("input")
         got_text = f", got {got!r}" if not isinstance(got, dict) else ""
         ctx = e.get("ctx") or {}
@@ -165,7 +171,7 @@ def _error_from_validation(err: pydantic.ValidationError) -> ConfigError:
             lines.append(f"{loc}: {ctx.get('error') or e['msg']}")
         else:
             lines.append(f"{loc}: {e['msg'][0].lower() + e['msg'][1:]}{got_text}")
-    return ConfigError("; ".join(lines))
+    return ConfigError("; ".join(lines).replace("\n", "\\n"))  # one line, as the CLI prints it
 
 
 def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
@@ -179,7 +185,7 @@ def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
     parsed = []
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ConfigError(f"override {item!r}: expected key=value, e.g. optimizer.lr=3e-4")
         parsed.append((key.strip(), parse_value(raw)))
     kinds = [(k, v) for k, v in parsed if k == "kind" or k.endswith(".kind")]
@@ -212,6 +218,8 @@ def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
                         target = node
                         for part in parents:
                             target = target.setdefault(part, {})
+                            if not isinstance(target, dict):  # e.g. data.path.x=1: a value has no keys
+                                raise _no_such_key(k, tree)
                         target[leaf] = v
                         early.add(k)
             try:
@@ -227,6 +235,18 @@ def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
         raise _error_from_validation(err) from None
 
 
+def _failed(path: Path, err: BaseException, what: str) -> ConfigError:
+    """``path line N: <what> (KeyError: 'x'); fix the config file``, N the deepest line of ``path``."""
+    line = err.lineno if isinstance(err, SyntaxError) and err.filename == str(path) else None
+    for frame in traceback.extract_tb(err.__traceback__):
+        if Path(frame.filename) == path:
+            line = frame.lineno
+    where = f"{path} line {line}" if line else str(path)
+    detail = " ".join(str(err).split())
+    cause = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+    return ConfigError(f"{where}: {what} ({cause}); fix the config file")
+
+
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load ``get_config()`` from a Python config file, then apply overrides."""
     path = Path(path)
@@ -236,14 +256,18 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as err:  # the user's file failed: say which, keep the cause
-        raise ConfigError(f"{path}: failed to load ({type(err).__name__}: {err})") from err
+    except (Exception, SystemExit) as err:  # the user's file failed: say which line, keep the cause
+        raise _failed(path, err, "failed to load") from err
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path}: defines no get_config(); a config file must define get_config() -> Config")
     try:
         config = module.get_config()
     except pydantic.ValidationError as err:
         raise ConfigError(f"{path}: {_error_from_validation(err)}") from None
+    except ConfigError as err:  # the file's own message (e.g. a missing optional package)
+        raise ConfigError(f"{path}: {err}") from None
+    except (Exception, SystemExit) as err:
+        raise _failed(path, err, "get_config() failed") from err
     if not isinstance(config, Config):
         raise ConfigError(f"{path}: get_config() returned {type(config).__name__}, not a baobab Config")
     return apply_overrides(config, overrides)

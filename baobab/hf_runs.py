@@ -26,7 +26,7 @@ import jax
 from baobab import nn
 from baobab import train as btrain
 from baobab.config import to_json
-from baobab.errors import CheckpointError, ConfigError
+from baobab.errors import CheckpointError, ConfigError, DataError
 from baobab.experiment import ExperimentConfig, TrainerConfig, build_optimizer, make_mesh, rules
 from baobab.models import hf_io
 from baobab.run_assets import read_assets
@@ -44,13 +44,33 @@ def _import(src: str | Path, **overrides: Any):
     """The model in ``src``, read slice by slice straight into its shardings on the run's mesh."""
     try:
         model_config = hf_io.source_config(hf_io.open_source(src), **overrides)
+        _check_tokenizer(Path(src), model_config)
         task = getattr(type(model_config), "tasks", ("classification",))[0]
         config = ExperimentConfig(task=task, model=model_config, trainer=TrainerConfig(steps=1))
         mesh = make_mesh(config)
         model, report = hf_io.import_hf(src, mesh=mesh, rules=rules(config), **overrides)
     except NotImplementedError as err:  # an unsupported config setting is a user error
-        raise ConfigError(f"{src}: {err}") from None
+        where = Path(src) / "config.json" if Path(src).is_dir() else src
+        raise ConfigError(f"{where}: {err}") from None
     return model, report, mesh
+
+
+def _check_tokenizer(folder: Path, model_config: Any) -> None:
+    """A ``tokenizer.json`` beside the weights must give only ids the model has embeddings for.
+
+    A larger model vocabulary is fine (checkpoints pad theirs, e.g. to a multiple of 64).
+    """
+    path = folder / "tokenizer.json"
+    vocab = getattr(model_config, "vocab_size", None)
+    if vocab is None or not folder.is_dir() or not path.is_file():
+        return
+    from baobab.data import Tokenize
+
+    size = Tokenize(path).vocab_size
+    if size > vocab:
+        raise DataError(f"{path}: the tokenizer has {size} tokens but the model's vocab_size "
+                        f"({folder / 'config.json'}) is {vocab}, so ids {vocab}..{size - 1} have no embedding; "
+                        f"put the tokenizer.json that came with these weights beside them.")
 
 
 def import_run(src: str | Path, out: str | Path, **overrides: Any) -> tuple[Path, hf_io.ImportReport]:

@@ -32,7 +32,7 @@ from baobab.experiment import rules as config_rules
 from baobab.finetune import apply_finetune
 from baobab.models import hf_io
 
-__all__ = ["pretrained_model", "INIT_REPORT"]
+__all__ = ["pretrained_model", "check_source", "INIT_REPORT"]
 
 log = logging.getLogger("baobab")
 INIT_REPORT = "init_from.json"  # in the workdir: what came from init_from, and what is fresh
@@ -92,6 +92,21 @@ def _from_hf(constructor: Callable, key: jax.Array, abstract: nn.Module, path: P
     return model, report.fresh
 
 
+def check_source(config: Any) -> None:
+    """Refuse a missing or unreadable ``finetune.init_from`` now, from the files' headers alone.
+
+    ``baobab train`` calls it first, so a damaged source fails before any data is read
+    or anything is written.
+    """
+    init_from = config.finetune.init_from
+    path = Path(init_from)
+    if not path.exists():
+        raise MissingFileError(f"finetune.init_from={init_from!r} does not exist; pass a baobab run directory "
+                               f"or a Hugging Face folder (config.json + *.safetensors).")
+    if not (path / "checkpoints").is_dir():
+        hf_io.open_source(path)  # names a truncated or corrupted safetensors file
+
+
 def pretrained_model(config: Any, key: jax.Array, *, mesh: jax.sharding.Mesh | None = None,
                      rules: Mapping[str, Any] | None = None) -> nn.Module:
     """The run's model built from ``finetune.init_from``, then frozen / adapted as configured.
@@ -102,10 +117,8 @@ def pretrained_model(config: Any, key: jax.Array, *, mesh: jax.sharding.Mesh | N
     ft = config.finetune
     mesh = make_mesh(config) if mesh is None else mesh
     rules = config_rules(config) if rules is None else dict(rules)
+    check_source(config)
     path = Path(ft.init_from)
-    if not path.exists():
-        raise MissingFileError(f"finetune.init_from={ft.init_from!r} does not exist; pass a baobab run directory "
-                               f"or a Hugging Face folder (config.json + *.safetensors).")
 
     key = _replicated(key, mesh)  # beside the model: jit then moves nothing between devices
 

@@ -34,7 +34,7 @@ import jax
 import pydantic
 
 from baobab import train as btrain
-from baobab.config import apply_overrides, to_json
+from baobab.config import _error_from_validation, apply_overrides, to_json
 from baobab.errors import CheckpointError, ConfigError
 from baobab.experiment import ExperimentConfig, make_mesh, model_constructor, rules
 
@@ -74,10 +74,17 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
     for candidate in (path / CONFIG_FILE, path.parent / CONFIG_FILE, path.parent.parent / CONFIG_FILE):
         if candidate.is_file():
             try:
-                config = ExperimentConfig.model_validate(_with_task(json.loads(candidate.read_text())))
-            except (pydantic.ValidationError, json.JSONDecodeError) as err:
-                raise ConfigError(f"{candidate}: not a valid baobab run config ({err}); was it written by "
-                                  f"another baobab version?") from None
+                values = json.loads(candidate.read_text(encoding="utf-8"))
+                if not isinstance(values, dict):
+                    raise ConfigError(f"{candidate}: not a valid baobab run config (a JSON "
+                                      f"{type(values).__name__}, not an object); restore the file from the run.")
+                config = ExperimentConfig.model_validate(_with_task(values))
+            except pydantic.ValidationError as err:  # by key: the CLI shows one line
+                raise ConfigError(f"{candidate}: not a valid baobab run config ({_error_from_validation(err)}); was "
+                                  f"it written by another baobab version?") from None
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ConfigError(f"{candidate}: not valid JSON ({' '.join(str(err).split())}); restore the file "
+                                  f"from the run.") from None
             return apply_overrides(config, list(overrides))
     raise ConfigError(f"{str(run_dir)!r} is not a baobab run directory: no {CONFIG_FILE} there or above it. "
                       f"Pass the trainer.workdir of a run.")

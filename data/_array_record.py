@@ -149,7 +149,8 @@ class ArrayRecordSource:
                 raw = self._reader(file).read([local])[0]
             except RuntimeError as err:
                 raise CorruptRecordError(f"{where}: the ArrayRecord layer cannot read it ({err}). The "
-                                         f"file is corrupt; re-create it, or pass skip_corrupt=True.") from err
+                                         f"file is corrupt; re-create it, or pass skip_corrupt=True "
+                                         f"(data.skip_corrupt=true in a run) to skip it.") from err
             example = decode_example(raw, where=where)
             if self.features is not None:
                 check_features(example, self.features, where)

@@ -123,7 +123,11 @@ class TextClassificationData(Config):
 
 
 class PreparedData(Config):
-    """A folder written by ``baobab data prepare`` (ArrayRecord shards + metadata.json)."""
+    """A folder written by ``baobab data prepare`` (ArrayRecord shards + metadata.json).
+
+    ``skip_corrupt``: training skips (and logs, and counts) records that fail their
+    checksum instead of stopping at the first; an eval pass still needs every record.
+    """
 
     kind: Literal["prepared"] = "prepared"
     tasks: ClassVar[tuple[str, ...]] = ("classification", "language_model")  # the baobab.tasks it can feed  # by its features: images or tokens
@@ -133,6 +137,7 @@ class PreparedData(Config):
     batch_size: int = 64
     eval_batch_size: int = 256
     num_threads: int = 0
+    skip_corrupt: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,12 +239,13 @@ def _text_classification(cfg: TextClassificationData, mesh: Mesh, rules: Mapping
 def _prepared(cfg: PreparedData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
     meta = read_metadata(cfg.path)
     features = meta.get("features", {})
-    source = load_prepared(cfg.path, cfg.train_split)
+    source = load_prepared(cfg.path, cfg.train_split, skip_corrupt=cfg.skip_corrupt)
     if "image" in features:
         norm = (Normalize(),)
         shape = tuple(features["image"].get("shape", ())) or None
-        num_classes = meta.get("num_classes") or len(meta.get("classes", ())) or None
-        names = tuple(str(c) for c in meta.get("classes", ())) or None
+        classes = meta.get("classes") or meta.get("info", {}).get("classes") or ()  # prepare images: info.classes
+        num_classes = meta.get("num_classes") or len(classes) or None
+        names = tuple(str(c) for c in classes) or None
         info = DataInfo("classification", num_classes=num_classes, image_shape=shape, class_names=names)
     else:
         norm = ()
@@ -270,8 +276,9 @@ def _mnist_info(cfg: MnistData) -> DataInfo:
     return DataInfo("classification", num_classes=10, image_shape=(28, 28, 1), class_names=_DIGITS)
 
 
-def _text_info(cfg: TextData) -> DataInfo | None:
-    return DataInfo("language_model", vocab_size=256, seq_len=cfg.seq_len) if cfg.tokenizer == "bytes" else None
+def _text_info(cfg: TextData) -> DataInfo:
+    vocab = 256 if cfg.tokenizer == "bytes" else Tokenize(cfg.tokenizer).vocab_size  # loads the file, reads no text
+    return DataInfo("language_model", vocab_size=vocab, seq_len=cfg.seq_len)
 
 
 #: The one table from ``data.kind`` to its config class and builder. Adding a kind is

@@ -96,7 +96,8 @@ def decode_example(record: bytes, *, where: str = "record") -> Example:
     if zlib.crc32(view[:-4]) != stored:
         raise CorruptRecordError(
             f"{where}: checksum mismatch ({len(view)} bytes): the record is truncated or corrupt. "
-            f"Re-create the file, or pass skip_corrupt=True to skip (and count) such records."
+            f"Re-create the file, or pass skip_corrupt=True (data.skip_corrupt=true in a run) to skip (and "
+            f"count) such records."
         )
     try:
         return _parse(view[:-4])

@@ -109,36 +109,43 @@ def jsonl_texts(path: str | Path, classes: Sequence[str] | None = None) -> tuple
     if not path.is_file():
         raise MissingFileError(f"text classification file {str(path)!r} does not exist; pass a .jsonl file with "
                                 f"one {{\"text\": ..., \"label\": ...}} object per line.")
-    rows: list[tuple[str, Any]] = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    rows: list[tuple[str, Any, int]] = []  # (text, label, line number)
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{number}: not valid UTF-8 at byte {err.start} of the line; save the "
+                                f"file as UTF-8.") from None
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: not valid JSON ({err.msg}).") from None
+            except (json.JSONDecodeError, RecursionError) as err:
+                reason = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
+                raise DataError(f"{path}:{number}: not valid JSON ({reason}); each line must be one "
+                                f"{{\"text\": ..., \"label\": ...}} object.") from None
             if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or "label" not in obj:
                 raise DataError(f"{path}:{number}: expected an object with a str \"text\" and a \"label\", got "
                                 f"{line.strip()[:80]!r}.")
             label = obj["label"]
             if isinstance(label, bool) or not isinstance(label, (str, int)):
                 raise DataError(f"{path}:{number}: \"label\" must be a class name or an int, got {label!r}.")
-            rows.append((obj["text"], label))
+            rows.append((obj["text"], label, number))
     if not rows:
         raise DataError(f"{path}: no examples in this file.")
-    names = {label for _, label in rows if isinstance(label, str)}
-    if names and len(names) != len({label for _, label in rows}):
+    names = {label for _, label, _ in rows if isinstance(label, str)}
+    if names and len(names) != len({label for _, label, _ in rows}):
         raise DataError(f"{path}: labels mix class names and int indices; use one kind.")
     if classes is None:
-        classes = tuple(sorted(names)) if names else tuple(str(i) for i in range(max(lb for _, lb in rows) + 1))
+        classes = tuple(sorted(names)) if names else tuple(str(i) for i in range(max(lb for _, lb, _ in rows) + 1))
     classes = tuple(classes)
     index = {name: i for i, name in enumerate(classes)}
     examples = []
-    for number, (text, label) in enumerate(rows, 1):
+    for k, (text, label, number) in enumerate(rows, 1):
         i = index.get(label) if isinstance(label, str) else label
         if i is None or not 0 <= i < len(classes):
-            raise DataError(f"{path}: example {number} has label {label!r}, which is not one of the "
+            raise DataError(f"{path}:{number}: example {k} has label {label!r}, which is not one of the "
                             f"{len(classes)} classes {list(classes)[:10]}.")
         examples.append({"text": text, "label": np.int32(i)})
     return grain.MapDataset.source(examples), classes

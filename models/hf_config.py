@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+import pydantic
+
 from baobab.errors import ConfigError
 
 from .bert import BertConfig
@@ -130,13 +132,44 @@ def config_from_hf(cfg: Mapping[str, Any], **overrides: Any):
 
     The architecture comes from ``model_type`` (``SUPPORTED``: ``gpt2``, ``llama``, ``mistral``,
     ``qwen2``, ``qwen3``, ``gemma3_text``, ``bert``, ``vit``).
-    Values baobab does not implement are all reported in one ``NotImplementedError``.
+    Values baobab does not implement are all reported in one ``NotImplementedError``; a
+    value of the wrong type is a ``ConfigError`` naming the ``config.json`` key.
 
     >>> from baobab.models import hf
     >>> hf.config_from_hf({"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4}).hidden_size
     64
+    >>> hf.config_from_hf({"model_type": "gpt2", "n_embd": "big"})
+    Traceback (most recent call last):
+    ...
+    baobab.errors.ConfigError: config.json (gpt2): n_embd='big' (GPT2Config.hidden_size): input should be a valid integer, unable to parse string as an integer; correct the value
     """
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"config.json: expected a JSON object, got a {type(cfg).__name__}")
     kind = cfg.get("model_type")
+    try:
+        return _config_from_hf(cfg, kind, overrides)
+    except pydantic.ValidationError as err:
+        raise ConfigError(f"config.json ({kind}): "
+                          + "; ".join(_wrong_value(e, cfg, overrides, err.title) for e in err.errors())
+                          + "; correct the value") from None
+    except (KeyError, TypeError, AttributeError) as err:  # a nested setting missing or of another type
+        raise ConfigError(f"config.json ({kind}): cannot read it ({type(err).__name__}: {err}); a setting is "
+                          f"missing or has the wrong type (compare with the model's original config.json)") from None
+
+
+def _wrong_value(e: Mapping[str, Any], cfg: Mapping[str, Any], overrides: Mapping[str, Any], title: str) -> str:
+    """One pydantic error, named by the ``config.json`` key (or override) that gave the value."""
+    field = ".".join(str(p) for p in e["loc"])
+    got, msg = e.get("input"), e["msg"][0].lower() + e["msg"][1:]
+    if not e["loc"]:  # a check across fields: its message names them
+        return f"{title}: {msg}"
+    if e["loc"][0] in overrides:
+        return f"override {field}={got!r}: {msg}"
+    theirs = [k for k, v in cfg.items() if type(v) is type(got) and v == got]
+    return f"{'/'.join(theirs) or field}={got!r} ({title}.{field}): {msg}"
+
+
+def _config_from_hf(cfg: Mapping[str, Any], kind: Any, overrides: Mapping[str, Any]):
     problems: list[str] = []
     act = lambda key, default: _ACT.get(cfg.get(key, default), cfg.get(key, default))  # noqa: E731
     if kind == "gpt2":

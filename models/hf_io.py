@@ -39,7 +39,7 @@ import jax
 import numpy as np
 
 from baobab import nn
-from baobab.errors import CheckpointError, MissingFileError, ShapeMismatchError
+from baobab.errors import CheckpointError, ConfigError, MissingFileError, ShapeMismatchError
 
 from . import hf
 from .bert import BertConfig
@@ -89,7 +89,7 @@ def _refuse_pickle(path: Path) -> None:
 
 def open_source(src: str | Path) -> HFSource:
     """Index the safetensors under ``src`` (a folder, or one ``.safetensors`` file)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(src)
     if not path.exists():
@@ -103,9 +103,12 @@ def open_source(src: str | Path) -> HFSource:
         weight_files, hf_config = [path], None
     else:
         config_path = path / CONFIG
-        hf_config = json.loads(config_path.read_text()) if config_path.is_file() else None
+        hf_config = _read_json_object(config_path) if config_path.is_file() else None
         if (path / INDEX).is_file():
-            index = json.loads((path / INDEX).read_text())["weight_map"]
+            index = _read_json_object(path / INDEX).get("weight_map")
+            if not isinstance(index, dict) or not all(isinstance(f, str) for f in index.values()):
+                raise CheckpointError(f"{path / INDEX}: no \"weight_map\" object of tensor name -> shard file; "
+                                      f"re-save the model with save_pretrained(safe_serialization=True).")
             weight_files = sorted({path / f for f in index.values()})
         else:
             weight_files = sorted(path.glob("*.safetensors"))
@@ -120,11 +123,28 @@ def open_source(src: str | Path) -> HFSource:
             raise MissingFileError(f"{path / INDEX} lists shards that are missing: {missing}")
     files, shapes = {}, {}
     for file in weight_files:
-        with safe_open(file, framework="numpy") as f:
-            for name in f.keys():
-                files[name] = file
-                shapes[name] = tuple(f.get_slice(name).get_shape())
+        try:
+            with safe_open(file, framework="numpy") as f:
+                for name in f.keys():
+                    files[name] = file
+                    shapes[name] = tuple(f.get_slice(name).get_shape())
+        except (SafetensorError, OSError) as err:  # a truncated or corrupted file
+            raise CheckpointError(f"{file}: not a readable safetensors file, truncated or corrupted "
+                                  f"({' '.join(str(err).split())}); download or save it again.") from err
     return HFSource(path, hf_config, files, shapes)
+
+
+def _read_json_object(path: Path) -> dict:
+    """The JSON object in ``path``; a file that is not one is named with the fix."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({' '.join(str(err).split())}); fix or download the file "
+                          f"again.") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a JSON object {{...}}, got a {type(value).__name__}; fix or "
+                          f"download the file again.")
+    return value
 
 
 def _resnet_config(source: HFSource, overrides: Mapping[str, Any]) -> ResNetConfig:
@@ -151,7 +171,12 @@ def source_config(source: HFSource, **overrides: Any):
     """Our model config for ``source`` (``config.json``, or a torchvision ResNet's tensors)."""
     if source.hf_config is None:
         return _resnet_config(source, overrides)
-    return hf.config_from_hf(source.hf_config, **overrides)
+    try:
+        return hf.config_from_hf(source.hf_config, **overrides)
+    except ConfigError as err:  # name the file: the message names its key
+        text = str(err)
+        where = source.path / CONFIG
+        raise ConfigError(f"{where}{text[len(CONFIG):]}" if text.startswith(CONFIG) else f"{where}: {text}") from None
 
 
 # ----------------------------------------------------------------------------------------
@@ -218,8 +243,9 @@ def _plan(abstract: nn.Module, source: HFSource, table: hf.NameTable, fresh: Ite
     if wrong:
         problems.append(f"shape mismatches ({len(wrong)}): {wrong}")
     if problems:
-        raise ShapeMismatchError(f"{source.path} does not fit {type(abstract).__name__}({abstract.config.kind}):\n  "
-                         + "\n  ".join(problems))
+        raise ShapeMismatchError(f"{source.path} does not fit {type(abstract).__name__}({abstract.config.kind}): "
+                                 + "; ".join(problems) + "; pass the weights saved with this config.json "
+                                 "(or a model config of their shapes)")
     plan: dict[str, list] = {}
     for ours, (stored, row) in view.items():
         if ours in found:
