@@ -55,19 +55,21 @@ def run_train(config: ExperimentConfig) -> btrain.TrainResult:
         log.warning("schedule.warmup_steps = %d covers all trainer.steps = %d: the warmup is cut to %d steps and "
                     "the %s decay never runs. Set schedule.warmup_steps well below the step count.",
                     sched.warmup_steps, config.trainer.steps, config.trainer.steps - 1, sched.kind)
-    write_config(config)
-    write_assets(config, info)  # tokenizer files, class names, generation settings
-    task = task_of(config)
-    iterator = iter(train_data)
-    try:
-        return btrain.train(start, task.loss, build_optimizer(config), iterator, config.trainer,
-                            checkpoint=config.checkpoint, logging=config.logging, mesh=mesh, rules=rules(config),
-                            tokens_key=task.tokens_key, eval_fn=task.eval if eval_data else None,
-                            eval_data=eval_data, config=json.loads(to_json(config)))
-    finally:
-        close = getattr(iterator, "close", None)
-        if close:
-            close()
+    with btrain.WorkdirLock(config.trainer.workdir):  # before the config is written: a live run keeps its own
+        write_config(config)
+        write_assets(config, info)  # tokenizer files, class names, generation settings
+        task = task_of(config)
+        iterator = iter(train_data)
+        try:
+            return btrain.train(start, task.loss, build_optimizer(config), iterator, config.trainer,
+                                checkpoint=config.checkpoint, logging=config.logging, mesh=mesh,
+                                rules=rules(config), tokens_key=task.tokens_key,
+                                eval_fn=task.eval if eval_data else None, eval_data=eval_data,
+                                config=json.loads(to_json(config)))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close:
+                close()
 
 
 def run_eval(config: ExperimentConfig) -> dict[str, float]:
