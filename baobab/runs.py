@@ -69,7 +69,11 @@ def _with_task(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """The resolved config of a run directory (or of a checkpoint inside one), with overrides."""
+    """The resolved config of a run directory (or of a checkpoint inside one), with overrides.
+
+    ``trainer.workdir`` is the directory that holds the ``config.json`` (a run that was
+    moved or copied is read where it is now), unless an override sets it.
+    """
     path = Path(run_dir)
     for candidate in (path / CONFIG_FILE, path.parent / CONFIG_FILE, path.parent.parent / CONFIG_FILE):
         if candidate.is_file():
@@ -85,6 +89,10 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 raise ConfigError(f"{candidate}: not valid JSON ({' '.join(str(err).split())}); restore the file "
                                   f"from the run.") from None
+            # The run is where its config.json is, wherever it was trained: a moved or copied run
+            # directory reads its own checkpoints, not those of the path it was trained in.
+            config = config.model_copy(update={"trainer": config.trainer.model_copy(
+                update={"workdir": str(candidate.parent)})})
             return apply_overrides(config, list(overrides))
     raise ConfigError(f"{str(run_dir)!r} is not a baobab run directory: no {CONFIG_FILE} there or above it. "
                       f"Pass the trainer.workdir of a run.")

@@ -189,7 +189,9 @@ class Loader:
         ds = apply_transforms(ds, self.transforms)  # before sharding: random draws keyed by global position
         if not self.training:
             ds = ds.map(zero_padding)
-        if self.pack is None:  # global batch k is positions [k*B, (k+1)*B) in order, whatever the process count
+        if shard.shard_count == 1:
+            pass  # one process reads the whole stream (no truncation: skipped corrupt records keep their batch)
+        elif self.pack is None:  # global batch k is positions [k*B, (k+1)*B) in order, whatever the process count
             ds = ShardByBatch(ds, index=shard.shard_index, count=shard.shard_count, rows=self.local_batch_size)
         else:  # documents, not rows: each process packs every n-th document (see Pack)
             ds = ds[shard.shard_index::shard.shard_count]

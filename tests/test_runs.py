@@ -51,3 +51,16 @@ def test_a_missing_step_or_run_is_a_checkpoint_error(finished_run, tmp_path):
     with pytest.raises(Exception, match="is not a baobab run directory"):
         runs.load_run(tmp_path)
     assert not runs.has_checkpoint(tmp_path) and runs.has_checkpoint(workdir)
+
+
+def test_a_moved_run_directory_reads_its_own_checkpoints(finished_run, tmp_path):
+    import shutil
+
+    workdir, result = finished_run
+    moved = Path(shutil.copytree(workdir, tmp_path / "moved"))
+    config = runs.load_run(moved)
+    assert config.trainer.workdir == str(moved)
+    shutil.rmtree(moved / "checkpoints" / "4")  # only the copy loses its newest step
+    model, step = runs.restore_model(config)
+    assert step == 2  # the original still has step 4: reading it would say 4
+    assert runs.load_run(moved, [f"trainer.workdir={workdir}"]).trainer.workdir == str(workdir)
