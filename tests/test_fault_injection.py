@@ -95,29 +95,35 @@ def wait_for_phase(p: subprocess.Popen, workdir: Path, phase: str, rng: random.R
     """Block until ``p`` is in ``phase`` (at a random point of it); returns what was seen."""
     deadline = time.time() + TIMEOUT
     target_step = rng.randrange(2, STEPS - 2)
+    target_save = rng.choice(range(EVERY, STEPS, EVERY))  # which save, which eval: any of them
+    target_eval = rng.choice(range(EVAL_EVERY, STEPS, EVAL_EVERY))
     first_wait = rng.uniform(0.5, 3.0)
     t0 = time.time()
     while time.time() < deadline:
         if p.poll() is not None:
             return "finished before the phase was seen"
-        rows = records(workdir)
-        steps = [r["step"] for r in rows if "train/loss" in r]
+        if phase in ("save", "final-save"):
+            rows, steps = [], []  # only the checkpoint folder is watched: poll it as fast as we can
+        else:
+            rows = records(workdir)
+            steps = [r["step"] for r in rows if "train/loss" in r]
         if phase == "startup" and time.time() - t0 > first_wait:
             return f"startup, {time.time() - t0:.1f}s in" if not steps else f"step {steps[-1]} (startup was over)"
         if phase == "step" and steps and steps[-1] >= target_step:
             time.sleep(rng.uniform(0, 0.05))
             return f"after step {steps[-1]}"
         if phase in ("save", "final-save"):
-            tmp = in_flight(workdir)
-            if tmp and (phase == "save" or any(n.startswith(f"{STEPS}.") for n in tmp)):
+            first = target_save if phase == "save" else STEPS  # that save, or a later one if it was missed
+            tmp = [n for n in in_flight(workdir) if int(n.split(".")[0]) >= first]
+            if tmp:
                 time.sleep(rng.uniform(0, 0.003))
                 return f"saving {sorted(tmp)}"
         if phase == "eval" and steps:
             evals = {r["step"] for r in rows if any(k.startswith("eval/") for k in r)}
-            pending = [s for s in steps if s % EVAL_EVERY == 0 and s not in evals and s < STEPS]
+            pending = [s for s in steps if s % EVAL_EVERY == 0 and s not in evals and target_eval <= s < STEPS]
             if pending:
                 return f"eval at step {pending[-1]}"
-        time.sleep(0.002)
+        time.sleep(0.0005 if phase in ("save", "final-save") else 0.002)
     p.kill()
     pytest.fail(f"phase {phase} not reached in {TIMEOUT}s")
 
@@ -162,8 +168,8 @@ def test_a_run_stopped_at_a_random_moment_resumes_to_the_same_result(trial, refe
 
     p = start(workdir)
     seen = wait_for_phase(p, workdir, phase, rng)
-    if p.poll() is None:
-        p.send_signal(getattr(signal, sig))
+    assert p.poll() is None, f"the run ended before its {phase} phase was seen: the trial would test nothing"
+    p.send_signal(getattr(signal, sig))
     err = finish(p)
     stopped = p.returncode
     if sig == "SIGKILL":
@@ -178,7 +184,8 @@ def test_a_run_stopped_at_a_random_moment_resumes_to_the_same_result(trial, refe
     resumed = next((line.split("resumed from ")[-1].split(" (")[0] for line in err.splitlines()
                     if "resumed from" in line), "")
     REPORT.append({"trial": trial, "signal": sig, "phase": phase, "seen": seen, "exit": stopped,
-                   "left": left, "resumed": resumed or "the start (no checkpoint)"})
+                   "left": left, "resumed": resumed or ("nothing: the run had finished" if "is already complete" in err
+                                           else "the start (no checkpoint)")})
     print(f"\ntrial {trial}: {sig} in {phase} ({seen}); exit {stopped}; checkpoints left {left}; "
           f"rerun resumed from {REPORT[-1]['resumed']}")
 
