@@ -70,7 +70,10 @@ def test_a_full_disk_stops_the_run_keeps_the_last_checkpoint_and_the_rerun_resum
     done = train_in(workdir)
     err = done.stderr.strip().splitlines()
     assert done.returncode == 1, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    # No traceback from baobab: no bug report, no frame of ours. (orbax's background threads may print
+    # asyncio's "Event loop is closed" as an ignored exception while they shut down; that is not ours.)
+    assert "This is a bug in baobab" not in done.stderr and str(REPO) not in "".join(
+        line for line in err if line.lstrip().startswith("File ")), done.stderr[-3000:]
     assert err[-1].startswith(f"baobab train: No space left on the device for the checkpoint of step {2 * EVERY} "
                               f"in {workdir / 'checkpoints'}: it needs up to "), err[-1]
     assert "MB free" in err[-1] or "kB free" in err[-1] or " B free" in err[-1] or "is free" in err[-1], err[-1]
