@@ -55,7 +55,6 @@ def test_metrics_tail_reads_whole_lines_only(tmp_path):
     assert tail.last["train/loss"] == 0.5 and tail.last["eval/accuracy"] == 0.9
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_rss_counts_this_process_and_a_child():
     import subprocess
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -107,18 +108,23 @@ def test_saves_in_flight_are_listed_and_not_repeated(tmp_path):
     ckpt.close()
 
 
-def test_a_failed_background_save_is_reported_naming_step_and_directory(tmp_path):
-    mesh = train.make_mesh(devices=jax.devices()[:1])
-    state = small_state(mesh)
+def saved_once_then_failing(tmp_path, error: OSError) -> tuple[train.Checkpointer, Any, Any]:
+    """A checkpointer with step 1 on disk whose next orbax saves raise ``error``; ``(ckpt, state, real save)``."""
+    state = small_state(train.make_mesh(devices=jax.devices()[:1]))
     ckpt = train.Checkpointer(tmp_path, async_save=True)
     ckpt.save(1, state)
     ckpt.wait()
     real_save = ckpt.manager.save
 
-    def disk_full(step, **kw):
-        raise OSError(28, "No space left on device")
+    def failing(step, **kw):
+        raise error
 
-    ckpt.manager.save = disk_full
+    ckpt.manager.save = failing
+    return ckpt, state, real_save
+
+
+def test_a_failed_background_save_is_reported_naming_step_and_directory(tmp_path):
+    ckpt, state, real_save = saved_once_then_failing(tmp_path, OSError(28, "No space left on device"))
     ckpt.save(2, state)  # fails in the background
     size = sum(x.nbytes for x in jax.tree.leaves(state))
     with pytest.raises(DiskFullError, match=rf"step 2 in {tmp_path}: it needs up to .*"
@@ -134,16 +140,7 @@ def test_a_failed_background_save_is_reported_naming_step_and_directory(tmp_path
 
 
 def test_any_other_failed_save_names_step_cause_and_what_is_intact(tmp_path):
-    mesh = train.make_mesh(devices=jax.devices()[:1])
-    state = small_state(mesh)
-    ckpt = train.Checkpointer(tmp_path, async_save=True)
-    ckpt.save(1, state)
-    ckpt.wait()
-
-    def denied(step, **kw):
-        raise PermissionError(13, "Permission denied")
-
-    ckpt.manager.save = denied
+    ckpt, state, _ = saved_once_then_failing(tmp_path, PermissionError(13, "Permission denied"))
     ckpt.save(2, state)
     with pytest.raises(RuntimeError, match=r"step 2 to .* failed \(PermissionError.*steps \[1\] are intact"):
         ckpt.close()

@@ -7,12 +7,13 @@ examples that together cover the epoch, and the global batches they assemble wit
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+import test_train_support as S
 
 WORKER = textwrap.dedent("""
     import json, os, sys
@@ -49,30 +50,16 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_see_disjoint_examples_covering_the_epoch(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    port = _free_port()
+    port = S.free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     procs = [subprocess.Popen([sys.executable, str(script), str(port), str(pid)], env=env, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for pid in range(2)]
-    results = []
-    for proc in procs:
-        try:
-            stdout, stderr = proc.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            raise
-        assert proc.returncode == 0, stderr[-3000:]
-        results.append(json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:]))
+    results = [json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:])
+               for stdout, _ in S.finish_all(procs, timeout=240)]
     a, b = sorted(results, key=lambda r: r["process"])
     assert a["devices"] == b["devices"] == 4
     assert len(a["train"]) == len(b["train"]) == 5

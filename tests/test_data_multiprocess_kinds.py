@@ -17,7 +17,6 @@ process count either (``data.Pack`` does; see its docstring).
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import test_train_support as S
 
 WORKER = textwrap.dedent("""
     import json, os, sys
@@ -95,12 +96,6 @@ INPUTS = {"mnist": "image", "image_folder": "image", "text": "tokens", "text_cla
 EVAL_SIZES = {"mnist": 1000, "image_folder": 9, "text_classification": 13, "prepared": 9}  # held-out examples
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _image_folder(root: Path, per_class: int, *, seed: int, sizes=((9, 7), (8, 8), (12, 10))) -> Path:
     from PIL import Image
 
@@ -164,14 +159,7 @@ def _spawn(script: Path, spec: dict, cwd: Path) -> subprocess.Popen:
 
 
 def _finish(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        try:
-            stdout, stderr = proc.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            raise
-        assert proc.returncode == 0, stderr[-3000:]
+    for stdout, _ in S.finish_all(procs, timeout=300):
         assert any(line.startswith("RESULT ") for line in stdout.splitlines()), stdout[-2000:]
 
 
@@ -187,7 +175,7 @@ def test_every_data_kind_gives_the_same_global_batches_in_two_processes_as_in_on
     script.write_text(WORKER)
     pack = {"files": kinds["text"]["files"], "length": 32, "batch_size": 8}
     base = {"kinds": kinds, "steps": STEPS, "pack": pack}
-    port = _free_port()
+    port = S.free_port()
     two = [_spawn(script, {**base, "processes": 2, "process_id": i, "port": port, "devices": 2,
                            "out": str(tmp_path / f"two_{i}.npz")}, tmp_path) for i in range(2)]
     one = _spawn(script, {**base, "processes": 1, "devices": 4, "out": str(tmp_path / "one.npz")}, tmp_path)

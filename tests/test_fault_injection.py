@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import test_train_support as S
 from baobab import runs, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,13 +130,7 @@ def wait_for_phase(p: subprocess.Popen, workdir: Path, phase: str, rng: random.R
 
 
 def finish(p: subprocess.Popen) -> str:
-    try:
-        _, err = p.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        _, err = p.communicate()
-        pytest.fail(f"baobab train timed out:\n{err[-3000:]}")
-    return err
+    return S.finish(p, timeout=TIMEOUT, what="baobab train")[1]
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,7 @@ def spawn(args: dict, *, devices: int) -> subprocess.Popen:
 
 
 def finish(p: subprocess.Popen) -> tuple[str, str]:
-    try:
-        out, err = p.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        pytest.fail(f"subprocess timed out\n{err[-3000:]}")
-    return out, err
+    return S.finish(p, timeout=TIMEOUT)
 
 
 def result_of(out: str) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from baobab import nn, train
 
@@ -195,6 +197,34 @@ def subprocess_env(devices: int) -> dict[str, str]:
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def finish(p: "subprocess.Popen", *, timeout: float = 240, what: str = "subprocess") -> tuple[str, str]:
+    """``(stdout, stderr)`` of ``p``; on a timeout it is killed and the test fails with its stderr."""
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate()
+        pytest.fail(f"{what} timed out\n{err[-3000:]}")
+
+
+def finish_all(procs: list["subprocess.Popen"], *, timeout: float) -> list[tuple[str, str]]:
+    """``(stdout, stderr)`` of each process (e.g. the hosts of one run), each required to exit 0.
+
+    If one times out, all are killed: the others would wait for it forever in a collective.
+    """
+    outputs = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                other.kill()
+            pytest.fail(f"process {proc.args} timed out after {timeout}s")
+        assert proc.returncode == 0, err[-3000:]
+        outputs.append((out, err))
+    return outputs
 
 
 def free_port() -> int:

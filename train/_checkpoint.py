@@ -78,6 +78,9 @@ log = logging.getLogger("baobab.train")
 FORMAT = 1
 TMP_MARK = ".orbax-checkpoint-tmp"
 READ_RETRIES = (0.5, 1.0, 2.0)  # seconds before each retry of a transient read failure
+# How a failed write reaches us: OSError from the filesystem, ValueError from TensorStore
+# (``RESOURCE_EXHAUSTED: ... No space left on device``). Anything else is a bug and propagates.
+SAVE_ERRORS = (OSError, ValueError)
 
 
 class CheckpointWarning(UserWarning):
@@ -233,7 +236,7 @@ class Checkpointer:
             items["state"] = ocp.args.StandardSave(state)
             try:
                 self.manager.save(step, args=ocp.args.Composite(**items), force=True)
-            except Exception as e:  # the previous async save failed (orbax waits for it first), or this one
+            except SAVE_ERRORS as e:  # the previous async save failed (orbax waits for it first), or this one
                 self._failure = (self._newest_unfinished() or step, e)
                 self._raise_failure()
             self._orbax_pending = True
@@ -264,7 +267,7 @@ class Checkpointer:
             self._orbax_pending = False  # orbax's own background save (accelerators) just ended: how?
             try:
                 self.manager.check_for_errors()
-            except Exception as e:
+            except SAVE_ERRORS as e:
                 self._failure = (self._newest_unfinished(), e)
         return self._failure is not None
 
@@ -292,7 +295,7 @@ class Checkpointer:
         self._drain()
         try:
             self.manager.wait_until_finished()
-        except Exception as e:  # orbax's own background commit failed
+        except SAVE_ERRORS as e:  # orbax's own background commit failed
             if self._failure is None:
                 self._failure = (self._newest_unfinished(), e)
         self._orbax_pending = False
@@ -314,7 +317,7 @@ class Checkpointer:
                 self._worker = None
             try:
                 self.manager.close()
-            except Exception:  # a failed save, already raised by wait() above
+            except SAVE_ERRORS:  # a failed save, already raised by wait() above
                 if self._failure is None:
                     raise
 
@@ -378,7 +381,8 @@ class Checkpointer:
         """``read()``, retried on transient failures; a corrupt checkpoint raises ``_Corrupt``.
 
         Any failure that is neither (memory, permissions, a full disk, a persistent
-        I/O error) is raised as ``CheckpointReadError``; nothing is skipped or moved.
+        I/O error) is raised as ``CheckpointReadError``; nothing is skipped or moved. Other
+        exception types (bugs, an XLA runtime error) propagate as they are.
         """
         path = self.directory / str(step)
         for attempt, pause in enumerate((*READ_RETRIES, None)):
@@ -386,7 +390,7 @@ class Checkpointer:
                 return read()
             except _Mismatch:
                 raise
-            except Exception as e:
+            except (OSError, ValueError, KeyError, MemoryError) as e:  # what reading can raise; a bug propagates
                 kind = classify(e)
                 why = reason(e)
                 if kind == "corrupt":

@@ -72,10 +72,9 @@ def classify(error: BaseException) -> str:
         return "transient" if status in _TRANSIENT_STATUS else "fatal"
     if isinstance(error, KeyError) and "was not found in the checkpoint" in str(error):
         return "corrupt"  # orbax: an item directory (state/, run/) is missing
-    if isinstance(error, (ValueError, KeyError, TypeError)) and not isinstance(error, RuntimeError):
-        # orbax's own format errors: metadata that is missing or does not parse into a tree
-        return "corrupt"
-    return "fatal"
+    if type(error) is ValueError:
+        return "corrupt"  # orbax's own format errors: metadata that is missing or does not parse into a tree
+    return "fatal"  # anything else (a TypeError, a KeyError of ours) is a bug: raised, never skipped
 
 
 def reason(error: BaseException, limit: int = 300) -> str:
