@@ -14,6 +14,7 @@ kind         config              model              file
 ``qwen3``    ``Qwen3Config``     ``Llama``          ``llama_variants.py`` (HF ``Qwen3ForCausalLM`` names)
 ``gemma3``   ``Gemma3Config``    ``Gemma3``         ``gemma3.py`` (HF ``Gemma3ForCausalLM`` names)
 ``bert``     ``BertConfig``      ``Bert``           ``bert.py`` (HF ``BertModel`` names)
+``vqgan``    ``VQGANConfig``     ``VQGAN``          ``vqgan.py`` (vqgan-jax / taming names)
 ===========  ==================  =================  ==========================================
 
 Every model is built as ``Model(config, *, key)`` and keeps its config as
@@ -28,7 +29,7 @@ samples from the language models, and ``hf`` holds the upstream name tables.
 >>> from baobab import models
 >>> model = models.build_model(models.CNNConfig(), key=jax.random.key(0))
 >>> type(model).__name__, sorted(models.MODELS)
-('CNN', ['bert', 'cnn', 'gemma3', 'gpt2', 'llama', 'mistral', 'mlp', 'qwen2', 'qwen3', 'resnet', 'vit'])
+('CNN', ['bert', 'cnn', 'gemma3', 'gpt2', 'llama', 'mistral', 'mlp', 'qwen2', 'qwen3', 'resnet', 'vit', 'vqgan'])
 >>> models.build_model({"kind": "mlp", "hidden": [32]}, key=jax.random.key(0)).hidden[0].weight.shape
 (784, 32)
 """
@@ -68,6 +69,8 @@ from .resnet import ResNet as ResNet
 from .resnet import ResNetConfig as ResNetConfig
 from .vit import ViT as ViT
 from .vit import ViTConfig as ViTConfig
+from .vqgan import VQGAN as VQGAN
+from .vqgan import VQGANConfig as VQGANConfig
 
 
 class ModelEntry(NamedTuple):
@@ -90,6 +93,7 @@ MODELS: dict[str, ModelEntry] = {
     "qwen3": ModelEntry(Qwen3Config, Llama),  # ... with q/k RMSNorm
     "gemma3": ModelEntry(Gemma3Config, Gemma3),
     "bert": ModelEntry(BertConfig, Bert),
+    "vqgan": ModelEntry(VQGANConfig, VQGAN),
 }
 
 #: The ``model`` section of an experiment config: any config in ``MODELS``, chosen by
@@ -128,6 +132,6 @@ __all__ = [
     "MODELS", "ModelEntry", "ModelConfig", "build_model", "parse_model_config",
     "MLPConfig", "MLPClassifier", "CNNConfig", "CNN", "ResNetConfig", "ResNet", "ViTConfig", "ViT",
     "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "MistralConfig", "Qwen2Config",
-    "Qwen3Config", "Gemma3Config", "Gemma3", "BertConfig", "Bert", "mean_pool",
+    "Qwen3Config", "Gemma3Config", "Gemma3", "BertConfig", "Bert", "mean_pool", "VQGANConfig", "VQGAN",
     "generate", "generate_stream", "sample_logits", "hf", "hf_config", "hf_io",
 ]
