@@ -19,7 +19,7 @@ Our paths are written per layer (``h[3]``). When a model stores its layers stack
 ``transformer.h.layer.X`` themselves, so a table serves both layouts.
 
 What is here: the tables (``gpt2_names``, ``llama_names``, ``mistral_names``, ``qwen2_names``,
-``qwen3_names``, ``gemma3_names``, ``bert_names``, ``vit_names``, ``resnet_names``, each a
+``qwen3_names``, ``gemma3_names``, ``bert_names``, ``bart_names``, ``vit_names``, ``resnet_names``, each a
 function of the model config because e.g. a tied head has no ``lm_head``), config
 translation from a ``config.json`` dict (``config_from_hf``, from ``hf_config``), and an
 in-memory ``load_hf`` / ``hf_state_dict``. Reading safetensors shard by shard
@@ -52,6 +52,7 @@ import numpy as np
 from baobab import nn
 from baobab.errors import CheckpointError, ConfigError, ShapeMismatchError
 
+from .bart import BartConfig
 from .bert import BertConfig
 from .gemma3_config import Gemma3Config
 from .gpt2 import GPT2Config
@@ -64,7 +65,7 @@ from .vit import ViTConfig
 __all__ = [
     "NameTable", "LAYOUTS", "to_baobab_layout", "to_torch_layout", "load_hf", "hf_state_dict",
     "gpt2_names", "llama_names", "mistral_names", "qwen2_names", "qwen3_names", "gemma3_names", "bert_names",
-    "vit_names", "resnet_names", "NAME_TABLES", "names_for",
+    "bart_names", "vit_names", "resnet_names", "NAME_TABLES", "names_for",
     "config_from_hf",
 ]
 
@@ -348,6 +349,30 @@ def bert_names(config: BertConfig) -> NameTable:
     return NameTable(tuple(rules), tuple(ignore), prefixes=(("bert.", ""),))
 
 
+def bart_names(config: BartConfig) -> NameTable:
+    """``BartForConditionalGeneration``. Projections and ``fc1``/``fc2`` are torch ``Linear``: transposed.
+
+    The tied copies of ``model.shared.weight`` (``lm_head.weight``,
+    ``model.{encoder,decoder}.embed_tokens.weight``) are ignored on import and not written on export.
+    """
+    attention = [f"self_attn.{p}_proj" for p in ("q", "k", "v", "out")]
+    cross = [f"encoder_attn.{p}_proj" for p in ("q", "k", "v", "out")]
+    rules = _same_names(["model.shared.weight", "final_logits_bias"])
+    for stack, linears, norms in (
+            ("encoder", attention + ["fc1", "fc2"], ["self_attn_layer_norm", "final_layer_norm"]),
+            ("decoder", attention + cross + ["fc1", "fc2"],
+             ["self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"])):
+        top = f"model.{stack}."
+        rules += _same_names([top + "embed_positions.weight", top + "layernorm_embedding.weight",
+                              top + "layernorm_embedding.bias"])
+        layer = top + "layers.{i}."
+        rules += _same_names([layer + p + ".weight" for p in linears], "linear")
+        rules += _same_names([layer + p + ".bias" for p in linears])
+        rules += _same_names([layer + n + s for n in norms for s in (".weight", ".bias")])
+    ignore = [r"lm_head\.weight", r"model\.(encoder|decoder)\.embed_tokens\.weight"]  # tied to model.shared
+    return NameTable(tuple(rules), tuple(ignore))
+
+
 def vit_names(config: ViTConfig) -> NameTable:
     """``ViTForImageClassification`` when ``num_classes > 0`` (names prefixed ``vit.``), else ``ViTModel``."""
     p = "vit." if config.num_classes else ""
@@ -386,8 +411,8 @@ def resnet_names(config: ResNetConfig) -> NameTable:
 
 #: model kind -> the function giving its table for a config.
 NAME_TABLES = {"gpt2": gpt2_names, "llama": llama_names, "mistral": mistral_names, "qwen2": qwen2_names,
-               "qwen3": qwen3_names, "gemma3": gemma3_names, "bert": bert_names, "vit": vit_names,
-               "resnet": resnet_names}
+               "qwen3": qwen3_names, "gemma3": gemma3_names, "bert": bert_names, "bart": bart_names,
+               "vit": vit_names, "resnet": resnet_names}
 
 
 def names_for(config: Any) -> NameTable:

@@ -1,7 +1,7 @@
 """Hugging Face ``config.json`` <-> baobab model configs, both directions.
 
 ``config_from_hf(cfg)`` reads a ``config.json`` dict into the zoo's config (GPT-2,
-Llama, Mistral, Qwen2, Qwen3, Gemma 3 text, BERT, ViT), listing together every setting
+Llama, Mistral, Qwen2, Qwen3, Gemma 3 text, BERT, BART, ViT), listing together every setting
 baobab does not support; ``config_to_hf(config)`` writes the dict transformers needs to
 load an export, and refuses options the target HF class has no place for.
 
@@ -19,6 +19,7 @@ import pydantic
 
 from baobab.errors import ConfigError
 
+from .bart import BartConfig
 from .bert import BertConfig
 from .gemma3_config import Gemma3Config
 from .gpt2 import GPT2Config
@@ -48,7 +49,7 @@ _ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh
 
 #: HF ``model_type`` -> our config, for the Llama architecture and its option families.
 LLAMA_FAMILY = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}
-SUPPORTED = ["gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma3_text", "bert", "vit"]
+SUPPORTED = ["gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma3_text", "bert", "vit", "bart"]
 
 
 def _rope_scaling(rope: Mapping[str, Any], cfg: Mapping[str, Any], problems: list[str],
@@ -127,11 +128,38 @@ def _gemma3_from_hf(cfg: Mapping[str, Any], problems: list[str]) -> dict:
                 attention_bias=cfg.get("attention_bias", False), tie_embeddings=cfg.get("tie_word_embeddings", True))
 
 
+#: Keys of old BART config.json files (fairseq-era transformers): accepted at these values, which are
+#: BART's architecture; any other value (e.g. mBART's normalize_before=true) is refused by name.
+BART_LEGACY = {"normalize_before": False, "add_final_layer_norm": False, "extra_pos_embeddings": 2,
+               "static_position_embeddings": False, "add_bias_logits": False, "normalize_embedding": True}
+
+
+def _bart_from_hf(cfg: Mapping[str, Any], problems: list[str]) -> dict:
+    """Our ``BartConfig`` fields for a ``bart`` ``config.json``."""
+    for key, value in BART_LEGACY.items():
+        _require(cfg, problems, key, (value,), value)
+    _require(cfg, problems, "activation_function", ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu"), "gelu")
+    _require(cfg, problems, "tie_word_embeddings", (True,), True)
+    _require(cfg, problems, "is_encoder_decoder", (True,), True)
+    act = cfg.get("activation_function", "gelu")
+    return dict(vocab_size=cfg.get("vocab_size", 50265), max_len=cfg.get("max_position_embeddings", 1024),
+                hidden_size=cfg.get("d_model", 1024), encoder_layers=cfg.get("encoder_layers", 12),
+                decoder_layers=cfg.get("decoder_layers", 12), encoder_heads=cfg.get("encoder_attention_heads", 16),
+                decoder_heads=cfg.get("decoder_attention_heads", 16),
+                encoder_ffn_size=cfg.get("encoder_ffn_dim", 4096), decoder_ffn_size=cfg.get("decoder_ffn_dim", 4096),
+                activation=_ACT.get(act, act), dropout=cfg.get("dropout", 0.1),
+                attention_dropout=cfg.get("attention_dropout", 0.0),
+                activation_dropout=cfg.get("activation_dropout", 0.0), init_std=cfg.get("init_std", 0.02),
+                scale_embedding=cfg.get("scale_embedding", False), pad_token_id=cfg.get("pad_token_id", 1),
+                bos_token_id=cfg.get("bos_token_id", 0), eos_token_id=cfg.get("eos_token_id", 2),
+                decoder_start_token_id=cfg.get("decoder_start_token_id", 2))
+
+
 def config_from_hf(cfg: Mapping[str, Any], **overrides: Any):
     """Our config for a Hugging Face ``config.json`` (a dict); ``overrides`` set our fields.
 
     The architecture comes from ``model_type`` (``SUPPORTED``: ``gpt2``, ``llama``, ``mistral``,
-    ``qwen2``, ``qwen3``, ``gemma3_text``, ``bert``, ``vit``).
+    ``qwen2``, ``qwen3``, ``gemma3_text``, ``bert``, ``vit``, ``bart``).
     Values baobab does not implement are all reported in one ``NotImplementedError``; a
     value of the wrong type is a ``ConfigError`` naming the ``config.json`` key.
 
@@ -204,6 +232,9 @@ def _config_from_hf(cfg: Mapping[str, Any], kind: Any, overrides: Mapping[str, A
         if any(a.endswith("ForSequenceClassification") for a in cfg.get("architectures") or ()):
             fields["num_classes"] = len(cfg.get("id2label") or {0: 0, 1: 1})
         config_class = BertConfig
+    elif kind == "bart":
+        fields = _bart_from_hf(cfg, problems)
+        config_class = BartConfig
     elif kind == "vit":
         _require(cfg, problems, "hidden_act", tuple(_ACT), "gelu")
         for key in ("image_size", "patch_size"):
@@ -344,8 +375,20 @@ def config_to_hf(config: Any) -> dict | None:
                    hidden_act=_ACT_BACK[config.activation], layer_norm_eps=config.norm_eps,
                    qkv_bias=config.qkv_bias, hidden_dropout_prob=config.dropout)
         return {**out, **(_labels(config.num_classes) if config.num_classes else {})}
+    if isinstance(config, BartConfig):
+        return dict(model_type="bart", architectures=["BartForConditionalGeneration"], vocab_size=config.vocab_size,
+                    max_position_embeddings=config.max_len, d_model=config.hidden_size,
+                    encoder_layers=config.encoder_layers, decoder_layers=config.decoder_layers,
+                    encoder_attention_heads=config.encoder_heads, decoder_attention_heads=config.decoder_heads,
+                    encoder_ffn_dim=config.encoder_ffn_size, decoder_ffn_dim=config.decoder_ffn_size,
+                    activation_function=_ACT_BACK[config.activation], dropout=config.dropout,
+                    attention_dropout=config.attention_dropout, activation_dropout=config.activation_dropout,
+                    init_std=config.init_std, scale_embedding=config.scale_embedding,
+                    pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id,
+                    eos_token_id=config.eos_token_id, decoder_start_token_id=config.decoder_start_token_id,
+                    is_encoder_decoder=True, tie_word_embeddings=True)
     if isinstance(config, ResNetConfig):
         return None
     raise ConfigError(f"no Hugging Face export for kind {getattr(config, 'kind', None)!r}; "
-                     f"exports exist for ['bert', 'gemma3', 'gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', 'resnet', "
-                     f"'vit'].")
+                     f"exports exist for ['bart', 'bert', 'gemma3', 'gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', "
+                     f"'resnet', 'vit'].")
