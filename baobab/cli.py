@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -301,6 +302,35 @@ def _without_traceback(record: logging.LogRecord) -> bool:
     return True
 
 
+def _one_line(exc: BaseException | None) -> str:
+    return "".join(traceback.format_exception_only(exc)).strip().splitlines()[-1] if exc is not None else "?"
+
+
+def _background_errors_in_one_line() -> None:
+    """Errors that a library's background thread or finaliser ignores, as one log line each.
+
+    orbax's save threads and asyncio loops may raise after the run has already stopped
+    (``Event loop is closed`` while the interpreter shuts down, a write error that the
+    trainer has already reported). Python prints each as a full traceback, after
+    baobab's own one-line error. ``--debug`` keeps Python's default hooks.
+    """
+    log = logging.getLogger("baobab.cli")
+
+    def unraisable(info) -> None:
+        if isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(info.exc_value):
+            log.debug("ignored at shutdown: %s", _one_line(info.exc_value))  # asyncio's loop gone before orbax's
+            return
+        log.warning("ignored error in %r: %s (traceback hidden; --debug shows it)", info.object, _one_line(info.exc_value))
+
+    def thread_failed(args) -> None:
+        name = args.thread.name if args.thread is not None else "a thread"
+        log.warning("background thread %s failed: %s (traceback hidden; --debug shows it)", name,
+                    _one_line(args.exc_value))
+
+    sys.unraisablehook = unraisable
+    threading.excepthook = thread_failed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -314,7 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     train.log_to_stderr()  # progress, banner and warnings as plain lines, also when stderr is not a terminal
     _library_warnings_to_stderr()
     if not args.debug:  # orbax logs its background threads' failures with tracebacks; we report them in one line
-        logging.getLogger("absl").addFilter(_without_traceback)
+        for handler in logging.getLogger().handlers:  # every library's records (absl, asyncio), not baobab's
+            if isinstance(handler, _LibraryHandler):
+                handler.addFilter(_without_traceback)
+        _background_errors_in_one_line()
     try:
         return args.func(args)
     except UserError as err:

@@ -1,6 +1,7 @@
 """The `baobab` CLI end to end, through subprocesses: exit codes, files, metrics, resume, errors."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -202,3 +203,33 @@ def test_the_cli_keeps_libtpu_out_when_there_is_no_accelerator(monkeypatch):
     monkeypatch.setattr(cli, "_has_accelerator", lambda: False)
     cli._cpu_when_no_accelerator()
     assert calls == [("jax_platforms", "cpu")]
+
+
+def test_background_thread_and_finaliser_errors_are_one_log_line_each(monkeypatch, caplog):
+    import threading
+    import types
+
+    from baobab import cli
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # restored after the test
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    cli._background_errors_in_one_line()
+    caplog.set_level(logging.DEBUG, logger="baobab.cli")
+
+    def fail() -> None:
+        raise ValueError("RESOURCE_EXHAUSTED: Failed to write 25 bytes: No space left on device")
+
+    thread = threading.Thread(target=fail, name="save_worker")
+    thread.start()
+    thread.join()
+    sys.unraisablehook(types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed"), object=None))
+    sys.unraisablehook(types.SimpleNamespace(exc_value=OSError(5, "Input/output error"), object="<finaliser>"))
+    warnings = [(r.getMessage(), r.exc_info) for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        ("background thread save_worker failed: ValueError: RESOURCE_EXHAUSTED: Failed to write 25 bytes: No space "
+         "left on device (traceback hidden; --debug shows it)", None),
+        ("ignored error in '<finaliser>': OSError: [Errno 5] Input/output error (traceback hidden; --debug shows it)",
+         None),
+    ]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG] == [
+        "ignored at shutdown: RuntimeError: Event loop is closed"]

@@ -68,16 +68,16 @@ def test_a_full_disk_stops_the_run_keeps_the_last_checkpoint_and_the_rerun_resum
     filler.write_bytes(b"\0" * (free - int(1.5 * checkpoint_bytes) - 400_000))  # room for 1.5 checkpoints
     workdir = small_disk / "run"
     done = train_in(workdir)
-    err = done.stderr.strip().splitlines()
     assert done.returncode == 1, done.stderr[-3000:]
-    # No traceback from baobab: no bug report, no frame of ours. (orbax's background threads may print
-    # asyncio's "Event loop is closed" as an ignored exception while they shut down; that is not ours.)
-    assert "This is a bug in baobab" not in done.stderr and str(REPO) not in "".join(
-        line for line in err if line.lstrip().startswith("File ")), done.stderr[-3000:]
-    assert err[-1].startswith(f"baobab train: No space left on the device for the checkpoint of step {2 * EVERY} "
-                              f"in {workdir / 'checkpoints'}: it needs up to "), err[-1]
-    assert "MB free" in err[-1] or "kB free" in err[-1] or " B free" in err[-1] or "is free" in err[-1], err[-1]
-    assert f"steps [{EVERY}] are intact" in err[-1], err[-1]
+    # No traceback at all: orbax's background threads fail too (and asyncio's loop closes under them while the
+    # process exits); the CLI logs each of those in one line, and its own error is one line.
+    assert "Traceback" not in done.stderr and "This is a bug in baobab" not in done.stderr, done.stderr[-3000:]
+    ours = [line for line in done.stderr.splitlines() if line.startswith("baobab train:")]
+    assert len(ours) == 1, done.stderr[-3000:]
+    assert ours[0].startswith(f"baobab train: No space left on the device for the checkpoint of step {2 * EVERY} "
+                              f"in {workdir / 'checkpoints'}: it needs up to "), ours[0]
+    assert "MB free" in ours[0] or "kB free" in ours[0] or " B free" in ours[0] or "is free" in ours[0], ours[0]
+    assert f"steps [{EVERY}] are intact" in ours[0], ours[0]
     metrics = train.read_metrics(workdir)  # the run stopped at the failed save, it did not train on
     assert max(r["step"] for r in metrics) <= 2 * EVERY + 1, metrics[-1]
 
