@@ -1,21 +1,22 @@
 """baobab.models: the model zoo, one readable file per model, each with its config beside it.
 
-===========  ==================  =================  ==========================================
-kind         config              model              file
-===========  ==================  =================  ==========================================
-``mlp``      ``MLPConfig``       ``MLPClassifier``  ``mlp.py``
-``cnn``      ``CNNConfig``       ``CNN``            ``cnn.py``
-``resnet``   ``ResNetConfig``    ``ResNet``         ``resnet.py`` (torchvision names)
-``vit``      ``ViTConfig``       ``ViT``            ``vit.py`` (HF ``ViTModel`` names)
-``gpt2``     ``GPT2Config``      ``GPT2``           ``gpt2.py`` (HF ``GPT2LMHeadModel`` names)
-``llama``    ``LlamaConfig``     ``Llama``          ``llama.py`` (HF ``LlamaForCausalLM`` names)
-``mistral``  ``MistralConfig``   ``Llama``          ``llama_variants.py`` (HF ``MistralForCausalLM`` names)
-``qwen2``    ``Qwen2Config``     ``Llama``          ``llama_variants.py`` (HF ``Qwen2ForCausalLM`` names)
-``qwen3``    ``Qwen3Config``     ``Llama``          ``llama_variants.py`` (HF ``Qwen3ForCausalLM`` names)
-``gemma3``   ``Gemma3Config``    ``Gemma3``         ``gemma3.py`` (HF ``Gemma3ForCausalLM`` names)
-``bert``     ``BertConfig``      ``Bert``           ``bert.py`` (HF ``BertModel`` names)
-``vqgan``    ``VQGANConfig``     ``VQGAN``          ``vqgan.py`` (vqgan-jax / taming names)
-===========  ==================  =================  ==========================================
+==============  ===================  =================  ==========================================
+kind            config               model              file
+==============  ===================  =================  ==========================================
+``mlp``         ``MLPConfig``        ``MLPClassifier``  ``mlp.py``
+``cnn``         ``CNNConfig``        ``CNN``            ``cnn.py``
+``resnet``      ``ResNetConfig``     ``ResNet``         ``resnet.py`` (torchvision names)
+``vit``         ``ViTConfig``        ``ViT``            ``vit.py`` (HF ``ViTModel`` names)
+``gpt2``        ``GPT2Config``       ``GPT2``           ``gpt2.py`` (HF ``GPT2LMHeadModel`` names)
+``llama``       ``LlamaConfig``      ``Llama``          ``llama.py`` (HF ``LlamaForCausalLM`` names)
+``mistral``     ``MistralConfig``    ``Llama``          ``llama_variants.py`` (HF ``MistralForCausalLM`` names)
+``qwen2``       ``Qwen2Config``      ``Llama``          ``llama_variants.py`` (HF ``Qwen2ForCausalLM`` names)
+``qwen3``       ``Qwen3Config``      ``Llama``          ``llama_variants.py`` (HF ``Qwen3ForCausalLM`` names)
+``gemma3``      ``Gemma3Config``     ``Gemma3``         ``gemma3.py`` (HF ``Gemma3ForCausalLM`` names)
+``bert``        ``BertConfig``       ``Bert``           ``bert.py`` (HF ``BertModel`` names)
+``dalle_bart``  ``DalleBartConfig``  ``DalleBart``      ``dalle_bart.py`` (min-dalle names; ``dalle_bart_io``)
+``vqgan``       ``VQGANConfig``      ``VQGAN``          ``vqgan.py`` (vqgan-jax / taming names)
+==============  ===================  =================  ==========================================
 
 Every model is built as ``Model(config, *, key)`` and keeps its config as
 ``model.config``. ``MODELS`` is the one table from ``kind`` to both classes, and
@@ -29,7 +30,7 @@ samples from the language models, and ``hf`` holds the upstream name tables.
 >>> from baobab import models
 >>> model = models.build_model(models.CNNConfig(), key=jax.random.key(0))
 >>> type(model).__name__, sorted(models.MODELS)
-('CNN', ['bert', 'cnn', 'gemma3', 'gpt2', 'llama', 'mistral', 'mlp', 'qwen2', 'qwen3', 'resnet', 'vit', 'vqgan'])
+('CNN', ['bert', 'cnn', 'dalle_bart', 'gemma3', 'gpt2', 'llama', 'mistral', 'mlp', 'qwen2', 'qwen3', 'resnet', 'vit', 'vqgan'])
 >>> models.build_model({"kind": "mlp", "hidden": [32]}, key=jax.random.key(0)).hidden[0].weight.shape
 (784, 32)
 """
@@ -50,6 +51,8 @@ from .bert import BertConfig as BertConfig
 from .bert import mean_pool as mean_pool
 from .cnn import CNN as CNN
 from .cnn import CNNConfig as CNNConfig
+from .dalle_bart import DalleBart as DalleBart
+from .dalle_bart import DalleBartConfig as DalleBartConfig
 from .gemma3 import Gemma3 as Gemma3
 from .gemma3_config import Gemma3Config as Gemma3Config
 from .generate import generate as generate
@@ -93,6 +96,7 @@ MODELS: dict[str, ModelEntry] = {
     "qwen3": ModelEntry(Qwen3Config, Llama),  # ... with q/k RMSNorm
     "gemma3": ModelEntry(Gemma3Config, Gemma3),
     "bert": ModelEntry(BertConfig, Bert),
+    "dalle_bart": ModelEntry(DalleBartConfig, DalleBart),
     "vqgan": ModelEntry(VQGANConfig, VQGAN),
 }
 
@@ -132,6 +136,6 @@ __all__ = [
     "MODELS", "ModelEntry", "ModelConfig", "build_model", "parse_model_config",
     "MLPConfig", "MLPClassifier", "CNNConfig", "CNN", "ResNetConfig", "ResNet", "ViTConfig", "ViT",
     "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "MistralConfig", "Qwen2Config",
-    "Qwen3Config", "Gemma3Config", "Gemma3", "BertConfig", "Bert", "mean_pool", "VQGANConfig", "VQGAN",
+    "Qwen3Config", "Gemma3Config", "Gemma3", "BertConfig", "Bert", "mean_pool", "DalleBartConfig", "DalleBart", "VQGANConfig", "VQGAN",
     "generate", "generate_stream", "sample_logits", "hf", "hf_config", "hf_io",
 ]

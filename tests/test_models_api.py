@@ -18,6 +18,7 @@ MODELS_PUBLIC = [
     "MLPConfig", "MLPClassifier", "CNNConfig", "CNN", "ResNetConfig", "ResNet", "ViTConfig", "ViT",
     "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "MistralConfig", "Qwen2Config",
     "Qwen3Config", "Gemma3Config", "Gemma3", "BertConfig", "Bert", "mean_pool",
+    "DalleBartConfig", "DalleBart",
     "generate", "generate_stream", "sample_logits", "hf", "hf_config", "hf_io",
 ]
 SUBMODULES = sorted(f"baobab.models.{m.name}" for m in pkgutil.iter_modules(models.__path__))
@@ -39,8 +40,8 @@ def test_docstring_examples(name):
 
 
 def test_kind_table_is_consistent():
-    assert sorted(models.MODELS) == ["bert", "cnn", "gemma3", "gpt2", "llama", "mistral", "mlp", "qwen2", "qwen3",
-                                     "resnet", "vit"]
+    assert sorted(models.MODELS) == ["bert", "cnn", "dalle_bart", "gemma3", "gpt2", "llama", "mistral", "mlp", "qwen2",
+                                     "qwen3", "resnet", "vit"]
     for kind, entry in models.MODELS.items():
         config = entry.config()
         assert config.kind == kind and isinstance(config, Config)
@@ -50,7 +51,7 @@ def test_kind_table_is_consistent():
 
 def test_unknown_kind_lists_the_valid_ones():
     for bad in ({"kind": "gpt5"}, {"hidden": 3}):
-        with pytest.raises(ValueError, match=r"valid kinds: \['bert', 'cnn', 'gemma3', 'gpt2', 'llama', 'mistral'"):
+        with pytest.raises(ValueError, match=r"valid kinds: \['bert', 'cnn', 'dalle_bart', 'gemma3', 'gpt2', 'llama'"):
             models.build_model(bad, key=jax.random.key(0))
 
 
@@ -83,6 +84,7 @@ def test_default_configs_are_the_reference_sizes():
         "gemma3": 999_885_952,  # Gemma 3 1B, tied
         "bert": 109_482_240,  # bert-base-uncased with the pooler
         "vit": 86_567_656,  # ViT-B/16, 1000 classes
+        "dalle_bart": 437_833_712,  # DALL·E Mini as released (DalleBartConfig.mini(); mega: 2_587_521_024)
     }
     for kind, n in sizes.items():
         entry = models.MODELS[kind]
@@ -95,7 +97,8 @@ def test_every_parameter_has_logical_axes_known_to_the_default_rules():
         overrides = {"gpt2": dict(scan_layers=True, num_layers=2), "llama": dict(num_layers=2),
                      "mistral": dict(num_layers=2), "qwen2": dict(num_layers=2), "qwen3": dict(num_layers=2),
                      "gemma3": dict(num_layers=2, scan_layers=True),
-                     "bert": dict(num_layers=1), "vit": dict(num_layers=1)}.get(kind, {})
+                     "bert": dict(num_layers=1), "vit": dict(num_layers=1),
+                     "dalle_bart": dict(encoder_layers=1, decoder_layers=2, scan_layers=True)}.get(kind, {})
         config = entry.config(**overrides)
         abstract = jax.eval_shape(lambda k, e=entry, c=config: e.model(c, key=k), jax.random.key(0))
         for path, x, meta in nn.iter_arrays(abstract):
