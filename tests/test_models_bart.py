@@ -87,7 +87,7 @@ def test_states_and_logits_match_transformers(ref, folder):
                   decoder_input_ids=torch.tensor(dec), output_hidden_states=True)
     states = np.asarray(jax.jit(lambda m, i, a: m.encode(i, a))(model, ids, mask))
     np.testing.assert_allclose(states, out.encoder_last_hidden_state.numpy(), atol=ATOL, rtol=ATOL)
-    hidden = np.asarray(model.decoder_hidden(jnp.asarray(states), mask, dec))
+    hidden = np.asarray(jax.jit(lambda m, s, a, d: m.decoder_hidden(s, a, d))(model, states, mask, dec))
     np.testing.assert_allclose(hidden, out.decoder_hidden_states[-1].numpy(), atol=ATOL, rtol=ATOL)
     logits = np.asarray(forward(model, ids, mask, dec))
     assert logits.shape == (2, 7, VOCAB)
@@ -150,18 +150,17 @@ def test_generation_compiles_once_and_samples(folder):
         generate_seq2seq(model, ids, mask, max_new_tokens=41)
 
 
-def test_eval_shape_and_logical_axes():
-    config = BartConfig(vocab_size=50, max_len=16, hidden_size=16, encoder_layers=1, decoder_layers=2,
-                        encoder_heads=2, decoder_heads=4, encoder_ffn_size=24, decoder_ffn_size=20, scan_layers=True)
-    model = Bart(config, key=jax.random.key(0))
-    ids = jnp.ones((2, 5), jnp.int32)
-    dec = jnp.ones((2, 3), jnp.int32)
-    abstract = jax.eval_shape(lambda m: m(ids, ids > 0, dec), model)
-    assert abstract.shape == model(ids, ids > 0, dec).shape == (2, 3, 50)
+def test_eval_shape_and_logical_axes(folder):
+    model = _import(folder, scan_layers=True)
+    ids, mask, dec = _batch(seed=5)
+    abstract = jax.eval_shape(lambda m: m(ids, mask, dec), model)
+    assert abstract.shape == forward(model, ids, mask, dec).shape == (2, 7, VOCAB)
+    metas = {path: meta for path, _, meta in nn.iter_arrays(model)}
     for path, x, meta in nn.iter_arrays(model):
         assert len(meta.axes) == x.ndim, path
         assert all(a is None or a in nn.DEFAULT_RULES for a in meta.axes), (path, meta.axes)
-    assert nn.array_meta(model, "final_logits_bias").kind == "state"
+    assert metas["final_logits_bias"].kind == "state" and metas["final_logits_bias"].axes == (None, "vocab")
+    assert metas["model.decoder.layers.layer.encoder_attn.k_proj.weight"].axes == ("layers", "embed", "kv_heads")
 
 
 # ----------------------------------------------------------------------------------------
@@ -228,13 +227,15 @@ def test_tied_aliases_may_be_present_and_bad_config_values_are_named(folder, tmp
 def test_inputs_are_checked_by_name():
     config = BartConfig(vocab_size=20, max_len=8, hidden_size=8, encoder_layers=1, decoder_layers=1,
                         encoder_heads=2, decoder_heads=2, encoder_ffn_size=8, decoder_ffn_size=8)
-    model = Bart(config, key=jax.random.key(0))
+    model = jax.eval_shape(lambda k: Bart(config, key=k), jax.random.key(0))  # inputs are checked first
     ids = jnp.ones((2, 5), jnp.int32)
     with pytest.raises(nn.ShapeError, match=r"attention_mask must be shaped like input_ids \(2, 5\)"):
         model.encode(ids, jnp.ones((2, 4), bool))
     with pytest.raises(nn.ShapeError, match="input_ids has 9 tokens but the model has max_len=8"):
         model.encode(jnp.ones((1, 9), jnp.int32), jnp.ones((1, 9), bool))
     with pytest.raises(ValueError, match=r"max_len=9 must be an int in \[1, 8\]"):
-        model.init_cache(model.encode(ids, ids > 0), ids > 0, max_len=9)
+        model.init_cache(jnp.zeros((2, 5, 8)), ids > 0, max_len=9)
+    with pytest.raises(nn.ShapeError, match=r"encoder_states \(2, 5, 4\) and attention_mask \(2, 5\) do not fit"):
+        model.init_cache(jnp.zeros((2, 5, 4)), ids > 0, max_len=4)
     with pytest.raises(ValueError, match="decoder_start_token_id=30 is not below vocab_size=20"):
         BartConfig(vocab_size=20, decoder_start_token_id=30)
