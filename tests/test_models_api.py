@@ -18,7 +18,7 @@ MODELS_PUBLIC = [
     "MLPConfig", "MLPClassifier", "CNNConfig", "CNN", "ResNetConfig", "ResNet", "ViTConfig", "ViT",
     "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "MistralConfig", "Qwen2Config",
     "Qwen3Config", "Gemma3Config", "Gemma3", "BertConfig", "Bert", "mean_pool",
-    "DalleBartConfig", "DalleBart",
+    "DalleBartConfig", "DalleBart", "VQGANConfig", "VQGAN",
     "generate", "generate_stream", "sample_logits", "hf", "hf_config", "hf_io",
 ]
 SUBMODULES = sorted(f"baobab.models.{m.name}" for m in pkgutil.iter_modules(models.__path__))
@@ -41,7 +41,7 @@ def test_docstring_examples(name):
 
 def test_kind_table_is_consistent():
     assert sorted(models.MODELS) == ["bert", "cnn", "dalle_bart", "gemma3", "gpt2", "llama", "mistral", "mlp", "qwen2",
-                                     "qwen3", "resnet", "vit"]
+                                     "qwen3", "resnet", "vit", "vqgan"]
     for kind, entry in models.MODELS.items():
         config = entry.config()
         assert config.kind == kind and isinstance(config, Config)
