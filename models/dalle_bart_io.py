@@ -17,7 +17,8 @@
 
 The config comes from the tensors' shapes (sizes, layer counts, GLU or FFN, biases,
 norm kind and positions) unless ``config=`` is given; the head counts are not in the
-shapes and default to ``d_model // 64`` (right for mini and mega), and
+shapes and default to ``d_model // 64`` (right for mini and mega), ``scale_embedding`` to
+False (the released value), and
 ``decoder_start_token_id`` to ``min(16384, image_vocab_size)``; pass overrides to
 change them. Every problem (missing, unexpected and mis-shaped tensors) is reported
 together, by name, in one ``ShapeMismatchError``. Arrays are cast to ``dtype``

@@ -330,3 +330,42 @@ def test_flax_export_round_trips_and_a_bad_tree_is_reported_by_name(model):
         dalle_bart_io.import_flax(tree, use_final_ln_decoder=True, **HEADS_KW)
     for name in ("model/decoder/final_ln/bias", "GLU_0/Dense_1/kernel", "model/encoder/unknown/kernel"):
         assert name in str(err.value), name
+
+
+# ----------------------------------------------------------------------------------------
+# Variants beyond the released layout (no reference: self-consistency and name round trips)
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [dict(use_bias=True), dict(use_glu=False), dict(ln_type="rmsnorm"),
+                                     dict(ln_positions="preln"), dict(force_ln_scale=True, scale_embedding=True)],
+                         ids=lambda o: ",".join(o))
+def test_variants_decode_consistently_and_round_trip_through_both_formats(options):
+    config = DalleBartConfig(text_vocab_size=TEXT_VOCAB, image_vocab_size=IMAGE_VOCAB, max_text_len=TEXT_LEN,
+                             image_len=16, d_model=D, encoder_layers=LAYERS, decoder_layers=LAYERS,
+                             encoder_ffn=FFN, decoder_ffn=FFN, decoder_start_token_id=IMAGE_VOCAB, **HEADS_KW,
+                             **options)
+    model = DalleBart(config, key=jax.random.key(0))
+    leaves, tree = jax.tree.flatten(model)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    model = jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    ids, mask = jnp.asarray(TEXT), jnp.asarray(TEXT != 1)
+    tokens = jnp.asarray(np.repeat(_image_tokens(5, seed=6), 2, axis=0))
+    full = model(ids, mask, tokens)
+    cache = model.init_cache(model.encode(ids, mask), mask)
+    steps = []
+    for i in range(5):
+        logits, cache = model.decode(tokens[:, i:i + 1], cache)
+        steps.append(logits)
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5, rtol=0)
+    for scanned in (True, False):
+        not_in_shapes = {k: v for k, v in options.items() if k == "scale_embedding"}
+        imported = dalle_bart_io.import_flax(dalle_bart_io.to_flax(model, scanned=scanned), **HEADS_KW,
+                                             **not_in_shapes)
+        assert imported.config == config, (scanned, imported.config)
+        np.testing.assert_array_equal(imported(ids, mask, tokens), full)
+    again = dalle_bart_io.import_min_dalle(*dalle_bart_io.to_min_dalle(model), config=config.model_copy(
+        update={"scan_layers": True}))
+    np.testing.assert_allclose(again(ids, mask, tokens), full, atol=1e-5, rtol=0)
+    logits, _ = again.decode(tokens[:, :2], again.init_cache(again.encode(ids, mask), mask))  # scanned decode
+    np.testing.assert_allclose(logits, full[:, :2], atol=1e-5, rtol=0)
