@@ -24,28 +24,29 @@ The encoder-decoder contract (shared with ``models.bart``)::
 
 Parameter paths follow min-dalle's state-dict names (``models.dalle_bart_io`` maps
 dalle-mini's Flax tree onto them). Linear weights are stored ``(in, out)``, which is
-Flax's kernel layout and the transpose of torch's:
+Flax's kernel layout and the transpose of torch's. Under ``encoder.`` and ``decoder.``
+(``{L}`` is ``model/{side}/layers/FlaxBart{Encoder,Decoder}Layers``, scanned, or
+``.../FlaxBart{Encoder,Decoder}Layer_{i}``, unscanned):
 
-=============================================  ==================================================  ==========================================
-baobab                                         min-dalle (``encoder.pt`` / ``decoder.pt``)          dalle-mini Flax (``flax_model.msgpack``)
-=============================================  ==================================================  ==========================================
-``encoder.embed_tokens.weight`` (V_text, D)    ``embed_tokens.weight``                             ``model/encoder/embed_tokens/embedding``
-``encoder.embed_positions.weight`` (S, D)      ``embed_positions.weight``                          ``model/encoder/embed_positions/embedding``
-``encoder.layernorm_embedding``                ``layernorm_embedding.{weight,bias}``               ``model/encoder/layernorm_embedding/{scale,bias}``
-``encoder.layers[i].pre_self_attn_layer_norm``  ``layers.{i}.pre_self_attn_layer_norm.bias``       ``.../FlaxBartEncoderLayer_{i}/LayerNorm_0/bias``
-``encoder.layers[i].self_attn.q_proj.weight``  ``layers.{i}.self_attn.q_proj.weight`` (out, in)    ``.../FlaxBartAttention_0/q_proj/kernel`` (in, out)
-``... k_proj``, ``v_proj``, ``out_proj``       same pattern                                        same pattern
-``encoder.layers[i].self_attn_layer_norm``     ``layers.{i}.self_attn_layer_norm.{weight,bias}``   ``.../LayerNorm_1/{scale,bias}``
-``encoder.layers[i].glu.ln0`` / ``ln1``        ``layers.{i}.glu.ln0.bias`` / ``ln1.bias``          ``.../GLU_0/LayerNorm_0/bias`` / ``LayerNorm_1``
-``encoder.layers[i].glu.fc0`` / ``fc1`` (D, F)  ``layers.{i}.glu.fc0.weight`` (F, D)               ``.../GLU_0/Dense_0/kernel`` / ``Dense_1``
-``encoder.layers[i].glu.fc2`` (F, D)           ``layers.{i}.glu.fc2.weight`` (D, F)                ``.../GLU_0/Dense_2/kernel``
-``encoder.final_ln``                           ``final_ln.bias``                                   ``model/encoder/final_ln/bias``
-``decoder.*``: the same, plus per layer        (``decoder.pt``)                                    ``model/decoder/...FlaxBartDecoderLayer_{i}``
-``decoder.layers[i].pre_encoder_attn_layer_norm``  ``layers.{i}.pre_encoder_attn_layer_norm.bias``  ``.../LayerNorm_2/bias``
-``decoder.layers[i].encoder_attn.*``           ``layers.{i}.encoder_attn.*``                       ``.../FlaxBartAttention_1/*``
-``decoder.layers[i].encoder_attn_layer_norm``  ``layers.{i}.encoder_attn_layer_norm.*``            ``.../LayerNorm_3/*``
-``lm_head.weight`` (D, V_img + 1)              ``lm_head.weight`` (V_img + 1, D)                   ``lm_head/kernel``
-=============================================  ==================================================  ==========================================
+==========================================  ========================  ========================================
+baobab                                      min-dalle                 dalle-mini Flax
+==========================================  ========================  ========================================
+``embed_tokens.weight`` (V, D)              same                      ``model/{side}/embed_tokens/embedding``
+``embed_positions.weight`` (S or 256, D)    same                      ``.../embed_positions/embedding``
+``layernorm_embedding.{weight,bias}``       same                      ``.../layernorm_embedding/{scale,bias}``
+``layers[i].pre_self_attn_layer_norm``      same, as ``layers.{i}``   ``{L}/LayerNorm_0/bias`` (no scale)
+``layers[i].self_attn.q_proj.weight``       transposed                ``{L}/FlaxBartAttention_0/q_proj/kernel``
+``... k_proj``, ``v_proj``, ``out_proj``    transposed                same pattern
+``layers[i].self_attn_layer_norm``          same                      ``{L}/LayerNorm_1/{scale,bias}``
+``layers[i].pre_encoder_attn_layer_norm``   same (decoder)            ``{L}/LayerNorm_2/bias``
+``layers[i].encoder_attn.*``                transposed (decoder)      ``{L}/FlaxBartAttention_1/*``
+``layers[i].encoder_attn_layer_norm``       same (decoder)            ``{L}/LayerNorm_3/{scale,bias}``
+``layers[i].glu.ln0`` / ``ln1`` (bias)      same                      ``{L}/GLU_0/LayerNorm_0`` / ``_1``
+``layers[i].glu.fc0``, ``fc1`` (D, F)       transposed                ``{L}/GLU_0/Dense_0``, ``Dense_1``
+``layers[i].glu.fc2`` (F, D)                transposed                ``{L}/GLU_0/Dense_2``
+``final_ln.bias``                           same                      ``model/{side}/final_ln/bias``
+``lm_head.weight`` (D, V_img + 1), root     decoder's, transposed     ``lm_head/kernel``
+==========================================  ========================  ========================================
 
 With ``use_glu=False`` the feed-forward is ``ffn`` with ``ln0``, ``fc0``, ``ln1``, ``fc1``
 (Flax ``FFN_0/{LayerNorm_0, Dense_0, LayerNorm_1, Dense_1}``). With ``use_bias`` every
