@@ -14,6 +14,7 @@ kind            config               model              file
 ``qwen3``       ``Qwen3Config``      ``Llama``          ``llama_variants.py`` (HF ``Qwen3ForCausalLM`` names)
 ``gemma3``      ``Gemma3Config``     ``Gemma3``         ``gemma3.py`` (HF ``Gemma3ForCausalLM`` names)
 ``bert``        ``BertConfig``       ``Bert``           ``bert.py`` (HF ``BertModel`` names)
+``bart``        ``BartConfig``       ``Bart``           ``bart.py`` (HF ``BartForConditionalGeneration``)
 ``dalle_bart``  ``DalleBartConfig``  ``DalleBart``      ``dalle_bart.py`` (min-dalle names; ``dalle_bart_io``)
 ``vqgan``       ``VQGANConfig``      ``VQGAN``          ``vqgan.py`` (vqgan-jax / taming names)
 ==============  ===================  =================  ==========================================
@@ -24,13 +25,14 @@ Every model is built as ``Model(config, *, key)`` and keeps its config as
 use for their ``model`` section (``kind`` picks the class, from ``MODELS``). A config
 class says what it can do: ``tasks`` names the ``baobab.tasks`` it runs. Adding a
 model is one file plus one ``MODELS`` entry (``docs/design.md``, "How to add ..."). ``generate``
-samples from the language models, and ``hf`` holds the upstream name tables.
+samples from the language models, ``generate_seq2seq`` from the encoder-decoders, and ``hf``
+holds the upstream name tables.
 
 >>> import jax
 >>> from baobab import models
 >>> model = models.build_model(models.CNNConfig(), key=jax.random.key(0))
 >>> type(model).__name__, sorted(models.MODELS)
-('CNN', ['bert', 'cnn', 'dalle_bart', 'gemma3', 'gpt2', 'llama', 'mistral', 'mlp', 'qwen2', 'qwen3', 'resnet', 'vit', 'vqgan'])
+('CNN', ['bart', 'bert', 'cnn', 'dalle_bart', 'gemma3', 'gpt2', 'llama', 'mistral', 'mlp', 'qwen2', 'qwen3', 'resnet', 'vit', 'vqgan'])
 >>> models.build_model({"kind": "mlp", "hidden": [32]}, key=jax.random.key(0)).hidden[0].weight.shape
 (784, 32)
 """
@@ -46,6 +48,8 @@ from baobab.config import Config, ConfigError, kind_field
 from . import hf as hf
 from . import hf_config as hf_config
 from . import hf_io as hf_io
+from .bart import Bart as Bart
+from .bart import BartConfig as BartConfig
 from .bert import Bert as Bert
 from .bert import BertConfig as BertConfig
 from .bert import mean_pool as mean_pool
@@ -70,6 +74,7 @@ from .mlp import MLPClassifier as MLPClassifier
 from .mlp import MLPConfig as MLPConfig
 from .resnet import ResNet as ResNet
 from .resnet import ResNetConfig as ResNetConfig
+from .seq2seq import generate_seq2seq as generate_seq2seq
 from .vit import ViT as ViT
 from .vit import ViTConfig as ViTConfig
 from .vqgan import VQGAN as VQGAN
@@ -97,6 +102,7 @@ MODELS: dict[str, ModelEntry] = {
     "gemma3": ModelEntry(Gemma3Config, Gemma3),
     "bert": ModelEntry(BertConfig, Bert),
     "dalle_bart": ModelEntry(DalleBartConfig, DalleBart),
+    "bart": ModelEntry(BartConfig, Bart),
     "vqgan": ModelEntry(VQGANConfig, VQGAN),
 }
 
@@ -136,6 +142,7 @@ __all__ = [
     "MODELS", "ModelEntry", "ModelConfig", "build_model", "parse_model_config",
     "MLPConfig", "MLPClassifier", "CNNConfig", "CNN", "ResNetConfig", "ResNet", "ViTConfig", "ViT",
     "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "MistralConfig", "Qwen2Config",
-    "Qwen3Config", "Gemma3Config", "Gemma3", "BertConfig", "Bert", "mean_pool", "DalleBartConfig", "DalleBart", "VQGANConfig", "VQGAN",
+    "Qwen3Config", "Gemma3Config", "Gemma3", "BertConfig", "Bert", "mean_pool",
+    "BartConfig", "Bart", "generate_seq2seq", "DalleBartConfig", "DalleBart", "VQGANConfig", "VQGAN",
     "generate", "generate_stream", "sample_logits", "hf", "hf_config", "hf_io",
 ]

@@ -18,7 +18,7 @@ MODELS_PUBLIC = [
     "MLPConfig", "MLPClassifier", "CNNConfig", "CNN", "ResNetConfig", "ResNet", "ViTConfig", "ViT",
     "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "MistralConfig", "Qwen2Config",
     "Qwen3Config", "Gemma3Config", "Gemma3", "BertConfig", "Bert", "mean_pool",
-    "DalleBartConfig", "DalleBart", "VQGANConfig", "VQGAN",
+    "BartConfig", "Bart", "generate_seq2seq", "DalleBartConfig", "DalleBart", "VQGANConfig", "VQGAN",
     "generate", "generate_stream", "sample_logits", "hf", "hf_config", "hf_io",
 ]
 SUBMODULES = sorted(f"baobab.models.{m.name}" for m in pkgutil.iter_modules(models.__path__))
@@ -40,8 +40,8 @@ def test_docstring_examples(name):
 
 
 def test_kind_table_is_consistent():
-    assert sorted(models.MODELS) == ["bert", "cnn", "dalle_bart", "gemma3", "gpt2", "llama", "mistral", "mlp", "qwen2",
-                                     "qwen3", "resnet", "vit", "vqgan"]
+    assert sorted(models.MODELS) == ["bart", "bert", "cnn", "dalle_bart", "gemma3", "gpt2", "llama", "mistral", "mlp",
+                                     "qwen2", "qwen3", "resnet", "vit", "vqgan"]
     for kind, entry in models.MODELS.items():
         config = entry.config()
         assert config.kind == kind and isinstance(config, Config)
@@ -51,7 +51,7 @@ def test_kind_table_is_consistent():
 
 def test_unknown_kind_lists_the_valid_ones():
     for bad in ({"kind": "gpt5"}, {"hidden": 3}):
-        with pytest.raises(ValueError, match=r"valid kinds: \['bert', 'cnn', 'dalle_bart', 'gemma3', 'gpt2', 'llama'"):
+        with pytest.raises(ValueError, match=r"valid kinds: \['bart', 'bert', 'cnn', 'dalle_bart', 'gemma3', 'gpt2'"):
             models.build_model(bad, key=jax.random.key(0))
 
 
@@ -98,6 +98,7 @@ def test_every_parameter_has_logical_axes_known_to_the_default_rules():
                      "mistral": dict(num_layers=2), "qwen2": dict(num_layers=2), "qwen3": dict(num_layers=2),
                      "gemma3": dict(num_layers=2, scan_layers=True),
                      "bert": dict(num_layers=1), "vit": dict(num_layers=1),
+                     "bart": dict(encoder_layers=1, decoder_layers=2, scan_layers=True),
                      "dalle_bart": dict(encoder_layers=1, decoder_layers=2, scan_layers=True)}.get(kind, {})
         config = entry.config(**overrides)
         abstract = jax.eval_shape(lambda k, e=entry, c=config: e.model(c, key=k), jax.random.key(0))
@@ -131,6 +132,8 @@ def _tiny(kind):
         "vit": models.ViTConfig(image_size=8, patch_size=4, hidden_size=8, num_layers=2, num_heads=2,
                                 intermediate_size=12, num_classes=3),
         "resnet": models.ResNetConfig(depth=18, num_classes=3, width=2),
+        "bart": models.BartConfig(vocab_size=16, max_len=8, hidden_size=8, encoder_layers=2, decoder_layers=1,
+                                  encoder_heads=2, decoder_heads=2, encoder_ffn_size=12, decoder_ffn_size=12),
     }[kind]
 
 
@@ -190,7 +193,7 @@ def test_config_from_hf_rejects_what_is_not_implemented():
         hf.config_from_hf({"model_type": "llama", "rope_scaling": {"rope_type": "yarn", "factor": 4.0},
                            "hidden_act": "gelu"})
     with pytest.raises(NotImplementedError, match="supported: \\['gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', "
-                                                  "'gemma3_text', 'bert', 'vit'\\]"):
+                                                  "'gemma3_text', 'bert', 'vit', 'bart'\\]"):
         hf.config_from_hf({"model_type": "t5"})
     with pytest.raises(NotImplementedError, match="position_embedding_type='relative_key'"):
         hf.config_from_hf({"model_type": "bert", "position_embedding_type": "relative_key"})
