@@ -354,6 +354,8 @@ def bart_names(config: BartConfig) -> NameTable:
 
     The tied copies of ``model.shared.weight`` (``lm_head.weight``,
     ``model.{encoder,decoder}.embed_tokens.weight``) are ignored on import and not written on export.
+    Files saved from ``BartModel`` (no ``model.`` prefix) map too; they lack ``final_logits_bias``
+    (zeros in a fresh model): ``hf_io.load_into(model, src, fresh=["final_logits_bias"])`` keeps it.
     """
     attention = [f"self_attn.{p}_proj" for p in ("q", "k", "v", "out")]
     cross = [f"encoder_attn.{p}_proj" for p in ("q", "k", "v", "out")]
@@ -370,7 +372,8 @@ def bart_names(config: BartConfig) -> NameTable:
         rules += _same_names([layer + p + ".bias" for p in linears])
         rules += _same_names([layer + n + s for n in norms for s in (".weight", ".bias")])
     ignore = [r"lm_head\.weight", r"model\.(encoder|decoder)\.embed_tokens\.weight"]  # tied to model.shared
-    return NameTable(tuple(rules), tuple(ignore))
+    prefixes = tuple((p, "model." + p) for p in ("shared.", "encoder.", "decoder."))  # BartModel files
+    return NameTable(tuple(rules), tuple(ignore), prefixes)
 
 
 def vit_names(config: ViTConfig) -> NameTable:

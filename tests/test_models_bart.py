@@ -199,6 +199,13 @@ def test_tied_aliases_may_be_present_and_bad_config_values_are_named(folder, tmp
     config = hf.config_from_hf(json.loads((folder / "config.json").read_text()))
     model = hf.load_hf(models.build_model(config, key=jax.random.key(1)), with_aliases, hf.names_for(config))
     np.testing.assert_array_equal(np.asarray(model.model.shared.weight), shared)
+    # a BartModel file: no "model." prefix and no final_logits_bias, which stays fresh when allowed
+    base = {n[len("model."):]: x for n, x in tensors.items() if n.startswith("model.")}
+    fresh = hf.load_hf(model, base, hf.names_for(config), allow_missing=["final_logits_bias"])
+    np.testing.assert_array_equal(np.asarray(fresh.model.decoder.layers[2].fc2.weight), np.asarray(
+        model.model.decoder.layers[2].fc2.weight))
+    with pytest.raises(ValueError, match=r"missing \(1\).*final_logits_bias"):
+        hf.load_hf(model, base, hf.names_for(config))
 
     legacy = {"model_type": "bart", "normalize_before": False, "add_final_layer_norm": False,
               "extra_pos_embeddings": 2, "static_position_embeddings": False, "add_bias_logits": False,
