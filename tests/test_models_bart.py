@@ -150,6 +150,16 @@ def test_generation_compiles_once_and_samples(folder):
         generate_seq2seq(model, ids, mask, max_new_tokens=41)
 
 
+def test_training_mode_drops_with_a_key(folder):
+    model, _ = hf_io.import_hf(folder)  # config.json's dropout 0.1, training mode
+    ids, mask, dec = _batch(seed=6)
+    train = jax.jit(lambda m, k: m(ids, mask, dec, key=k))
+    a, b = train(model, jax.random.key(1)), train(model, jax.random.key(2))
+    assert not np.allclose(np.asarray(a), np.asarray(b), atol=1e-3)
+    with pytest.raises(ValueError, match="training mode but was called without a key"):
+        forward(model, ids, mask, dec)
+
+
 def test_eval_shape_and_logical_axes(folder):
     model = _import(folder, scan_layers=True)
     ids, mask, dec = _batch(seed=5)
