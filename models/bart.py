@@ -27,20 +27,21 @@ The encoder-decoder contract (``models.seq2seq.generate_seq2seq`` needs only thi
 Parameter paths copy Hugging Face ``BartForConditionalGeneration`` (``models.hf.bart_names``
 is the import table). Linear weights are stored ``(in, out)``, the transpose of HF's:
 
-===================================================  ==============================================
-Hugging Face                                         baobab
-===================================================  ==============================================
-``model.shared.weight`` (V, D)                       same
-``model.encoder.embed_positions.weight`` (L+2, D)    same (also ``model.decoder.``)
-``model.encoder.layernorm_embedding``                same (also ``model.decoder.``)
-``model.encoder.layers.{i}.self_attn.q_proj``        ``model.encoder.layers[i].self_attn.q_proj``
-  (also ``k_proj``, ``v_proj``, ``out_proj``)
-``model.encoder.layers.{i}.self_attn_layer_norm``    same pattern; also ``fc1``, ``fc2``, ``final_layer_norm``
-``model.decoder.layers.{i}.encoder_attn.q_proj``     same pattern; also ``encoder_attn_layer_norm``
-``final_logits_bias`` (1, V)                         same (``nn.state``: a buffer, not trained)
-``lm_head.weight``, ``model.{encoder,decoder}.       absent: tied to ``model.shared.weight``
-embed_tokens.weight``
-===================================================  ==============================================
+====================================================  ===============================================
+Hugging Face                                          baobab
+====================================================  ===============================================
+``model.shared.weight`` (V, D)                        same
+``model.encoder.embed_positions.weight`` (L+2, D)     same (also ``model.decoder.``)
+``model.encoder.layernorm_embedding``                 same (also ``model.decoder.``)
+``model.encoder.layers.{i}.self_attn.q_proj``         ``model.encoder.layers[i].self_attn.q_proj``;
+                                                      also ``k_proj``, ``v_proj``, ``out_proj``
+``model.encoder.layers.{i}.self_attn_layer_norm``     same pattern; also ``fc1``, ``fc2``,
+                                                      ``final_layer_norm``
+``model.decoder.layers.{i}.encoder_attn.q_proj``      same pattern; also ``encoder_attn_layer_norm``
+``final_logits_bias`` (1, V)                          same (``nn.state``: a buffer, not trained)
+``lm_head.weight``                                    absent: tied to ``model.shared.weight``
+``model.{encoder,decoder}.embed_tokens.weight``       absent: tied to ``model.shared.weight``
+====================================================  ===============================================
 
 With ``scan_layers=True`` each stack is one ``nn.Stacked`` (paths
 ``model.encoder.layers.layer.fc1.weight`` with a leading ``(layers,)`` axis); the
@@ -481,11 +482,11 @@ class Bart(nn.Module):
         return self._logits(self.decoder_hidden(states, attention_mask, decoder_input_ids, key=k_dec))
 
     def _check_states(self, encoder_states: jax.Array, attention_mask: jax.Array) -> None:
-        B, S = jnp.shape(attention_mask)[:2] if jnp.ndim(attention_mask) == 2 else (None, None)
-        if jnp.shape(encoder_states) != (B, S, self.config.hidden_size):
+        mask_shape = tuple(jnp.shape(attention_mask))
+        if len(mask_shape) != 2 or tuple(jnp.shape(encoder_states)) != (*mask_shape, self.config.hidden_size):
             raise nn.ShapeError(
                 f"Bart: encoder_states {tuple(jnp.shape(encoder_states))} and attention_mask "
-                f"{tuple(jnp.shape(attention_mask))} do not fit: expected (B, S, {self.config.hidden_size}) and "
+                f"{mask_shape} do not fit: expected (B, S, {self.config.hidden_size}) and "
                 f"(B, S), from model.encode(input_ids, attention_mask).")
 
     def init_cache(self, encoder_states: jax.Array, attention_mask: jax.Array, *, max_len: int,
