@@ -104,7 +104,7 @@ def check_fits(config: ExperimentConfig, info: bdata.DataInfo) -> None:
     """Refuse a model, data and task that do not fit together, naming the keys to set."""
     task = task_of(config)
     problems = []
-    if info.task != task.name:
+    if info.task != task.name and info.task not in task.reads:
         problems.append(f"data.kind = {config.data.kind!r} feeds {info.task}, not task={task.name}; set "
                         f"task={info.task}, or choose a data kind for {task.name}")
     problems += task.check(config.model, info)

@@ -10,7 +10,9 @@ A ``Task`` is a record of plain functions:
   compiling ahead of time (``baobab plan``);
 * ``check(model_config, info) -> [problem, ...]``: whether a model fits the data
   (classes, image shape, vocabulary, positions), each problem naming the key to set;
-* ``tokens_key``: the batch key whose size counts tokens (for tokens/s), or None.
+* ``tokens_key``: the batch key whose size counts tokens (for tokens/s), or None;
+* ``reads``: other data tasks whose batches it can train on (``image_autoencoder``
+  reads ``classification`` data: it uses the images and ignores the labels).
 
 A model config says which tasks it runs (``tasks`` on the class, e.g.
 ``GPT2Config.tasks == ("language_model",)``), and so does a data config. ``TASKS``
@@ -18,7 +20,7 @@ is the one table; adding a task is one file with its functions plus one entry.
 
 >>> from baobab.tasks import TASKS
 >>> sorted(TASKS)
-['classification', 'language_model', 'text_classification']
+['classification', 'image_autoencoder', 'language_model', 'text_classification', 'text_to_image']
 >>> TASKS["language_model"].tokens_key
 'tokens'
 """
@@ -51,6 +53,7 @@ class Task:
     batch: Callable[[Any, int], Shapes]
     check: Callable[[Any, Any], list[str]]
     tokens_key: Optional[str] = None
+    reads: tuple[str, ...] = ()
 
 
 def forward(model: nn.Module, *inputs: jax.Array, key: jax.Array | None, **packing: jax.Array) -> jax.Array:
@@ -214,10 +217,105 @@ def _lm_check(m, info) -> list[str]:
     return []
 
 
+# ----------------------------------------------------------------------------------------
+# Image autoencoder (VQGAN): images -> codes -> images
+# ----------------------------------------------------------------------------------------
+
+
+def _autoencoder_terms(model, images, key):
+    reconstruction, codes, quantizer = forward(model, images, key=key)  # (B, H, W, C), (B, h*w), {name: ()}
+    error = (reconstruction.astype(jnp.float32) - images) ** 2  # (B, H, W, C)
+    return error.mean(axis=(1, 2, 3)), codes, quantizer
+
+
+def _autoencoder_loss(model, batch, key):
+    """Pixel MSE plus the quantiser's codebook and commitment terms (a VQ-VAE objective).
+
+    taming's adversarial and perceptual (LPIPS) terms are not part of it.
+    """
+    mse, codes, quantizer = _autoencoder_terms(model, batch["image"], key)
+    used = jnp.zeros(model.config.n_embed, bool).at[codes.reshape(-1)].set(True)  # codes this batch used
+    metrics = {"mse": mse.mean(), **quantizer, "codes_used": used.mean()}
+    return mse.mean() + sum(quantizer.values()), metrics
+
+
+def _autoencoder_eval(model, batch):
+    mse, _, _ = _autoencoder_terms(model, batch["image"], None)
+    return {"mse": mse, "psnr": -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))}  # PSNR for images in [0, 1]
+
+
+def _autoencoder_batch(info, size: int) -> Shapes:
+    return {"image": ((size, *info.image_shape), jnp.float32)}
+
+
+def _autoencoder_check(m, info) -> list[str]:
+    problems = _wrong_task(m, "image_autoencoder")
+    if problems or not info.image_shape:
+        return problems
+    h, w, c = info.image_shape
+    if (m.in_channels, m.out_channels) != (c, c):
+        problems.append(f"model.in_channels = {m.in_channels} and model.out_channels = {m.out_channels}, but the "
+                        f"images have {c} channels; set model.in_channels={c} model.out_channels={c}")
+    factor = 2 ** (len(m.ch_mult) - 1)
+    if h % factor or w % factor:
+        problems.append(f"the {h}x{w} images do not divide by the model's downsampling factor {factor} "
+                        f"(len(model.ch_mult) - 1 halvings); pad them (data.pad_to) or change model.ch_mult")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------
+# Text to image (DalleBart): caption ids + mask -> the image's VQGAN codes
+# ----------------------------------------------------------------------------------------
+
+
+def _image_token_terms(model, batch, key):
+    codes = batch["image_codes"]  # (B, image_len)
+    start = jnp.full((codes.shape[0], 1), model.config.decoder_start_token_id, codes.dtype)
+    inputs = jnp.concatenate([start, codes[:, :-1]], axis=1)  # teacher forcing: the codes shifted right
+    logits = forward(model, batch["text_ids"], batch["text_mask"].astype(bool), inputs, key=key)  # (B, T, V + 1)
+    loss, correct = _cross_entropy(logits, codes)  # (B, T)
+    return loss.mean(axis=1), correct.mean(axis=1)
+
+
+def _image_token_loss(model, batch, key):
+    loss, correct = _image_token_terms(model, batch, key)
+    return loss.mean(), {"accuracy": correct.mean()}
+
+
+def _image_token_eval(model, batch):
+    loss, correct = _image_token_terms(model, batch, None)
+    return {"loss": loss, "accuracy": correct}
+
+
+def _image_token_batch(info, size: int) -> Shapes:
+    return {"text_ids": ((size, info.seq_len), jnp.int32), "text_mask": ((size, info.seq_len), jnp.bool_),
+            "image_codes": ((size, info.image_len), jnp.int32), "label": ((size,), jnp.int32)}
+
+
+def _image_token_check(m, info) -> list[str]:
+    problems = _wrong_task(m, "text_to_image")
+    if problems:
+        return problems
+    wanted = {"image_vocab_size": info.image_vocab_size, "image_len": info.image_len}
+    problems += [f"model.{k} = {getattr(m, k)} but the data's VQGAN makes {v}; set model.{k}={v}"
+                 for k, v in wanted.items() if v is not None and getattr(m, k) != v]
+    if info.vocab_size and m.text_vocab_size < info.vocab_size:
+        problems.append(f"model.text_vocab_size = {m.text_vocab_size} is smaller than the captions' vocabulary "
+                        f"({info.vocab_size}); set model.text_vocab_size={info.vocab_size}")
+    if info.seq_len and m.max_text_len < info.seq_len:
+        problems.append(f"model.max_text_len = {m.max_text_len} but data.text_len = {info.seq_len}; set "
+                        f"model.max_text_len={info.seq_len}")
+    return problems
+
+
 #: The one table from ``task`` to its functions.
 TASKS: dict[str, Task] = {
     "classification": Task("classification", _image_loss, _image_eval, _image_batch, _image_check),
     "text_classification": Task("text_classification", _text_loss, _text_eval, _text_batch, _text_check,
                                 "input_ids"),
     "language_model": Task("language_model", _lm_loss, _lm_eval, _lm_batch, _lm_check, "tokens"),
+    "image_autoencoder": Task("image_autoencoder", _autoencoder_loss, _autoencoder_eval, _autoencoder_batch,
+                              _autoencoder_check, reads=("classification",)),
+    "text_to_image": Task("text_to_image", _image_token_loss, _image_token_eval, _image_token_batch,
+                          _image_token_check, "image_codes"),
 }

@@ -33,6 +33,7 @@ from ._errors import CorruptRecordError as CorruptRecordError
 from ._errors import DataError as DataError
 from ._global import batch_sharding as batch_sharding
 from ._global import global_batch as global_batch
+from ._image import CenterPad as CenterPad
 from ._image import DecodeImage as DecodeImage
 from ._image import Normalize as Normalize
 from ._image import RandomCrop as RandomCrop
@@ -77,6 +78,8 @@ from ._config import DataConfig as DataConfig
 from ._config import DataInfo as DataInfo
 from ._config import ImageFolderData as ImageFolderData
 from ._config import MnistData as MnistData
+from ._config import CaptionedMnistData as CaptionedMnistData
+from ._captions import CaptionTokenizer as CaptionTokenizer
 from ._config import PreparedData as PreparedData
 from ._config import TextClassificationData as TextClassificationData
 from ._config import TextData as TextData

@@ -7,7 +7,7 @@ An experiment's ``data`` section is one of the configs below, chosen by ``kind``
 
 >>> from baobab import data
 >>> sorted(data.DATASETS)
-['image_folder', 'mnist', 'prepared', 'text', 'text_classification']
+['captioned_mnist', 'image_folder', 'mnist', 'prepared', 'text', 'text_classification']
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from jax.sharding import Mesh
 
 from baobab.config import Config, ConfigError, kind_field
 
-from ._image import Normalize, RandomCrop, RandomFlip, Resize
+from ._captions import CaptionedCodes, CaptionTokenizer, mnist_codes
+from ._image import CenterPad, Normalize, RandomCrop, RandomFlip, Resize
 from ._image_folder import ImageFolderSource, image_folder
 from ._loader import Loader, eval_loader, train_loader
 from ._metadata import read_metadata
@@ -35,7 +36,7 @@ from ._text_classes import DOCSTRING_PACKAGES, EncodeText, count_truncated, json
 from ._token_chunks import TokenChunks
 from ._tokenize import ByteTokenize, Tokenize
 
-__all__ = ["MnistData", "ImageFolderData", "TextData", "TextClassificationData", "PreparedData", "DataConfig",
+__all__ = ["MnistData", "CaptionedMnistData", "ImageFolderData", "TextData", "TextClassificationData", "PreparedData", "DataConfig",
            "DATASETS", "DatasetEntry", "DataInfo", "build_data", "data_info"]
 
 log = logging.getLogger("baobab")
@@ -45,11 +46,42 @@ class MnistData(Config):
     """The embedded MNIST digits (4,000 train / 1,000 test), normalised to [0, 1]."""
 
     kind: Literal["mnist"] = "mnist"
-    tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the baobab.tasks it can feed
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "image_autoencoder")  # the baobab.tasks it can feed
     batch_size: int = 128
     eval_batch_size: int = 500
     augment: bool = False  # random 28x28 crops of the 2-pixel-padded digit
+    pad_to: Optional[int] = pydantic.Field(
+        None, ge=28, description="zero-pad the 28x28 digits to pad_to x pad_to, centred (a VQGAN wants 32)")
     num_threads: int = 0
+
+
+TRAIN_PHRASINGS = ("a handwritten {word}", "the digit {digit}", "the digit {word}", "a {word}", "{digit}",
+                   "{word}", "an image of the number {word}", "a drawing of a {digit}", "handwritten digit {digit}",
+                   "{word}, written by hand")
+HELD_OUT_PHRASINGS = ("number {word}, written by hand", "a picture of a handwritten {digit}", "the number {digit}")
+
+
+class CaptionedMnistData(Config):
+    """Embedded MNIST digits as VQGAN codes, each with captions built from its label (text-to-image).
+
+    Training pairs each of the 4,000 training digits with each of ``phrasings``; eval
+    pairs the 1,000 test digits with each of ``held_out_phrasings``, which training never
+    sees. ``{word}`` is the digit's name (seven), ``{digit}`` its numeral (7). The captions'
+    word-level vocabulary comes from ``phrasings`` (``data.CaptionTokenizer``).
+    """
+
+    kind: Literal["captioned_mnist"] = "captioned_mnist"
+    tasks: ClassVar[tuple[str, ...]] = ("text_to_image",)  # the baobab.tasks it can feed
+    vqgan_run: str = pydantic.Field(description="a trained VQGAN run directory (configs/vqgan_mnist.py) whose codes "
+                                                "are the image tokens")
+    phrasings: tuple[str, ...] = pydantic.Field(TRAIN_PHRASINGS, min_length=1,
+                                                description="caption templates used for training")
+    held_out_phrasings: tuple[str, ...] = pydantic.Field(
+        HELD_OUT_PHRASINGS, min_length=1, description="caption templates used only for evaluation")
+    text_len: int = pydantic.Field(12, ge=3, description="caption tokens per row, <s> and </s> included")
+    batch_size: int = pydantic.Field(64, gt=0, description="global training batch size")
+    eval_batch_size: int = pydantic.Field(500, gt=0, description="global eval batch size")
+    num_threads: int = pydantic.Field(0, ge=0, description="grain read threads (0: read in the main thread)")
 
 
 class ImageFolderData(Config):
@@ -150,6 +182,8 @@ class DataInfo:
     image_shape: tuple[int, ...] | None = None
     seq_len: int | None = None
     class_names: tuple[str, ...] | None = None  # in label-index order, where the data names its classes
+    image_vocab_size: int | None = None  # text_to_image: image tokens (VQGAN codes) ...
+    image_len: int | None = None  # ... and how many per image (vocab_size / seq_len: the captions')
 
 
 _DIGITS = tuple(str(i) for i in range(10))  # MNIST's classes, by label index
@@ -162,13 +196,27 @@ def _eval_factory(loader: Loader | None) -> Callable[[], Iterable[Mapping[str, A
 
 
 def _mnist(cfg: MnistData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
-    norm = Normalize()
+    norm = (CenterPad((cfg.pad_to, cfg.pad_to)),) * (cfg.pad_to is not None) + (Normalize(),)
     augment = (RandomCrop((28, 28), padding=2),) if cfg.augment else ()
-    train = train_loader(mnist("train"), batch_size=cfg.batch_size, transforms=augment + (norm,), seed=seed,
+    train = train_loader(mnist("train"), batch_size=cfg.batch_size, transforms=augment + norm, seed=seed,
                          mesh=mesh, rules=rules, num_threads=cfg.num_threads)
-    test = eval_loader(mnist("test"), batch_size=cfg.eval_batch_size, transforms=(norm,), mesh=mesh, rules=rules)
-    return train, _eval_factory(test), DataInfo("classification", num_classes=10, image_shape=(28, 28, 1),
-                                                class_names=_DIGITS)
+    test = eval_loader(mnist("test"), batch_size=cfg.eval_batch_size, transforms=norm, mesh=mesh, rules=rules)
+    return train, _eval_factory(test), _mnist_info(cfg)
+
+
+def _captioned_mnist(cfg: CaptionedMnistData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
+    tokenizer = CaptionTokenizer.from_templates(cfg.phrasings)
+    train_codes, train_labels, n_embed = mnist_codes(cfg.vqgan_run, "train")
+    test_codes, test_labels, _ = mnist_codes(cfg.vqgan_run, "test")
+    train_rows = CaptionedCodes(train_codes, train_labels, cfg.phrasings, tokenizer, text_len=cfg.text_len)
+    eval_rows = CaptionedCodes(test_codes, test_labels, cfg.held_out_phrasings, tokenizer, text_len=cfg.text_len)
+    log.info("data: %s for training, %s held out", train_rows, eval_rows)
+    train = train_loader(train_rows, batch_size=cfg.batch_size, seed=seed, mesh=mesh, rules=rules,
+                         num_threads=cfg.num_threads)
+    test = eval_loader(grain.MapDataset.source(eval_rows), batch_size=cfg.eval_batch_size, mesh=mesh, rules=rules)
+    return train, _eval_factory(test), DataInfo("text_to_image", vocab_size=tokenizer.vocab_size,
+                                                seq_len=cfg.text_len, image_vocab_size=n_embed,
+                                                image_len=train_codes.shape[1])
 
 
 def _image_folder(cfg: ImageFolderData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
@@ -273,7 +321,8 @@ class DatasetEntry(NamedTuple):
 
 
 def _mnist_info(cfg: MnistData) -> DataInfo:
-    return DataInfo("classification", num_classes=10, image_shape=(28, 28, 1), class_names=_DIGITS)
+    side = cfg.pad_to or 28
+    return DataInfo("classification", num_classes=10, image_shape=(side, side, 1), class_names=_DIGITS)
 
 
 def _text_info(cfg: TextData) -> DataInfo:
@@ -289,6 +338,7 @@ DATASETS: dict[str, DatasetEntry] = {
     "text": DatasetEntry(TextData, _text, _text_info),
     "text_classification": DatasetEntry(TextClassificationData, _text_classification),
     "prepared": DatasetEntry(PreparedData, _prepared),
+    "captioned_mnist": DatasetEntry(CaptionedMnistData, _captioned_mnist),
 }
 
 #: The ``data`` section of an experiment config: any config in ``DATASETS``, by ``kind``.

@@ -26,7 +26,7 @@ import numpy as np
 from ._errors import DataError
 from ._records import Example
 
-__all__ = ["decode_image", "DecodeImage", "Resize", "RandomCrop", "RandomFlip", "Normalize"]
+__all__ = ["decode_image", "DecodeImage", "Resize", "CenterPad", "RandomCrop", "RandomFlip", "Normalize"]
 
 
 def decode_image(encoded: bytes, *, mode: str | None = None, where: str = "image") -> np.ndarray:
@@ -100,6 +100,33 @@ class Resize(grain.transforms.Map):
         pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
         out = np.asarray(pil.resize((width, height), Image.Resampling.BILINEAR))
         return {**example, self.key: out.reshape(height, width, image.shape[-1])}
+
+    __call__ = map
+
+
+@dataclasses.dataclass(frozen=True)
+class CenterPad(grain.transforms.Map):
+    """Zero-pad to ``size=(height, width)``, the image centred (an odd margin puts the extra pixel after).
+
+    >>> import numpy as np
+    >>> CenterPad((32, 32))({"image": np.ones((28, 28, 1), np.uint8)})["image"][:, :, 0].sum(axis=0)[:3].tolist()
+    [0, 0, 28]
+    """
+
+    size: tuple[int, int]
+    key: str = "image"
+
+    def map(self, example: Example) -> Example:
+        image = _image(example, self.key, "CenterPad")
+        height, width = self.size
+        rows, cols = image.shape[:2]
+        if rows > height or cols > width:
+            raise DataError(f"CenterPad: feature {self.key!r} is {image.shape[:2]}, larger than {self.size}; "
+                            f"it only pads. Resize or crop first.")
+        top, left = (height - rows) // 2, (width - cols) // 2
+        out = np.zeros((height, width, *image.shape[2:]), image.dtype)
+        out[top:top + rows, left:left + cols] = image
+        return {**example, self.key: out}
 
     __call__ = map
 

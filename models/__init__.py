@@ -25,7 +25,8 @@ Every model is built as ``Model(config, *, key)`` and keeps its config as
 use for their ``model`` section (``kind`` picks the class, from ``MODELS``). A config
 class says what it can do: ``tasks`` names the ``baobab.tasks`` it runs. Adding a
 model is one file plus one ``MODELS`` entry (``docs/design.md``, "How to add ..."). ``generate``
-samples from the language models, ``generate_seq2seq`` from the encoder-decoders, and ``hf``
+samples from the language models, ``generate_seq2seq`` from the encoder-decoders,
+``generate_images`` images from a DalleBart and a VQGAN (``text_to_image.py``), and ``hf``
 holds the upstream name tables.
 
 >>> import jax
@@ -62,6 +63,11 @@ from .gemma3_config import Gemma3Config as Gemma3Config
 from .generate import generate as generate
 from .generate import generate_stream as generate_stream
 from .generate import sample_logits as sample_logits
+from .text_to_image import GeneratedImages as GeneratedImages
+from .text_to_image import check_pair as check_pair
+from .text_to_image import generate_images as generate_images
+from .text_to_image import image_grid as image_grid
+from .text_to_image import sample_image_codes as sample_image_codes
 from .gpt2 import GPT2 as GPT2
 from .gpt2 import GPT2Config as GPT2Config
 from .llama import Llama as Llama
@@ -144,5 +150,6 @@ __all__ = [
     "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "MistralConfig", "Qwen2Config",
     "Qwen3Config", "Gemma3Config", "Gemma3", "BertConfig", "Bert", "mean_pool",
     "BartConfig", "Bart", "generate_seq2seq", "DalleBartConfig", "DalleBart", "VQGANConfig", "VQGAN",
-    "generate", "generate_stream", "sample_logits", "hf", "hf_config", "hf_io",
+    "generate", "generate_stream", "sample_logits", "generate_images", "sample_image_codes", "GeneratedImages",
+    "image_grid", "check_pair", "hf", "hf_config", "hf_io",
 ]

@@ -123,7 +123,7 @@ class DalleBartConfig(Config):
     """
 
     kind: Literal["dalle_bart"] = "dalle_bart"
-    tasks: ClassVar[tuple[str, ...]] = ()  # the baobab.tasks it can run
+    tasks: ClassVar[tuple[str, ...]] = ("text_to_image",)  # the baobab.tasks it can run
     text_vocab_size: int = _field(50264, "text BPE vocabulary: rows of the encoder embedding "
                                   "[encoder_vocab_size]", gt=0)
     image_vocab_size: int = _field(16384, "VQGAN codebook size; the decoder embedding and lm_head have "

@@ -61,7 +61,7 @@ class VQGANConfig(Config):
     """
 
     kind: Literal["vqgan"] = "vqgan"
-    tasks: ClassVar[tuple[str, ...]] = ()  # the baobab.tasks it can run
+    tasks: ClassVar[tuple[str, ...]] = ("image_autoencoder",)  # the baobab.tasks it can run
     resolution: int = pydantic.Field(256, gt=0, description="side of the training images; sets where attention sits")
     in_channels: int = pydantic.Field(3, gt=0, description="channels of the input images")
     out_channels: int = pydantic.Field(3, gt=0, description="channels of the reconstructed images")
@@ -75,6 +75,8 @@ class VQGANConfig(Config):
     embed_dim: int = pydantic.Field(256, gt=0, description="dimension of each codebook vector")
     n_embed: int = pydantic.Field(16384, gt=0, description="number of codebook vectors (codes)")
     dropout: float = pydantic.Field(0.0, ge=0.0, lt=1.0, description="drop rate inside each ResnetBlock")
+    norm_groups: int = pydantic.Field(
+        GROUPS, gt=0, description="GroupNorm groups: 32 as taming; every channel count must divide by it")
     norm_eps: float = pydantic.Field(
         1e-6, gt=0.0, description="GroupNorm eps: 1e-6 as taming/vqgan-jax, 1e-5 to match min-dalle")
     beta: float = pydantic.Field(0.25, ge=0.0, description="weight of the second quantisation loss term")
@@ -87,10 +89,11 @@ class VQGANConfig(Config):
         if self.resolution % 2 ** halvings:
             raise ValueError(f"resolution={self.resolution} must be divisible by 2**(len(ch_mult) - 1) = "
                              f"{2 ** halvings}: each level but the last halves the image.")
-        bad = sorted({self.ch * m for m in self.ch_mult if (self.ch * m) % GROUPS})
+        bad = sorted({self.ch * m for m in self.ch_mult if (self.ch * m) % self.norm_groups})
         if bad:
             raise ValueError(f"channel counts {bad} (ch={self.ch} times ch_mult={self.ch_mult}) are not multiples "
-                             f"of {GROUPS}, GroupNorm's group count; pick ch as a multiple of {GROUPS}.")
+                             f"of norm_groups={self.norm_groups}, GroupNorm's group count; pick ch as a multiple of "
+                             f"it (or lower norm_groups).")
         return self
 
     @property
@@ -99,8 +102,8 @@ class VQGANConfig(Config):
         return self.resolution // 2 ** (len(self.ch_mult) - 1)
 
 
-def _norm(channels: int, eps: float) -> nn.GroupNorm:
-    return nn.GroupNorm(GROUPS, channels, eps=eps)
+def _norm(channels: int, eps: float, groups: int = GROUPS) -> nn.GroupNorm:
+    return nn.GroupNorm(groups, channels, eps=eps)
 
 
 def _keys(key: jax.Array | None, n: int) -> list[jax.Array | None]:
@@ -121,10 +124,10 @@ class ResnetBlock(nn.Module):
     conv2: nn.Conv
     nin_shortcut: nn.Conv | None
 
-    def __init__(self, c_in: int, c_out: int, *, dropout: float, eps: float, key: jax.Array):
-        self.norm1 = _norm(c_in, eps)
+    def __init__(self, c_in: int, c_out: int, *, dropout: float, eps: float, key: jax.Array, groups: int = GROUPS):
+        self.norm1 = _norm(c_in, eps, groups)
         self.conv1 = nn.Conv(c_in, c_out, (3, 3), padding=1, key=nn.subkey(key, "conv1"))
-        self.norm2 = _norm(c_out, eps)
+        self.norm2 = _norm(c_out, eps, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv(c_out, c_out, (3, 3), padding=1, key=nn.subkey(key, "conv2"))
         self.nin_shortcut = None if c_in == c_out else nn.Conv(c_in, c_out, (1, 1), key=nn.subkey(key, "nin_shortcut"))
@@ -148,8 +151,8 @@ class AttnBlock(nn.Module):
     v: nn.Conv
     proj_out: nn.Conv
 
-    def __init__(self, channels: int, *, eps: float, key: jax.Array):
-        self.norm = _norm(channels, eps)
+    def __init__(self, channels: int, *, eps: float, key: jax.Array, groups: int = GROUPS):
+        self.norm = _norm(channels, eps, groups)
         for name in ("q", "k", "v", "proj_out"):
             setattr(self, name, nn.Conv(channels, channels, (1, 1), key=nn.subkey(key, name)))
 
@@ -192,8 +195,9 @@ class Level(nn.Module):
                  config: VQGANConfig, key: jax.Array):
         eps = config.norm_eps
         self.block = tuple(ResnetBlock(c_in if j == 0 else c_out, c_out, dropout=config.dropout, eps=eps,
-                                       key=nn.subkey(key, f"block[{j}]")) for j in range(n_blocks))
-        self.attn = tuple(AttnBlock(c_out, eps=eps, key=nn.subkey(key, f"attn[{j}]"))
+                                       groups=config.norm_groups, key=nn.subkey(key, f"block[{j}]"))
+                           for j in range(n_blocks))
+        self.attn = tuple(AttnBlock(c_out, eps=eps, groups=config.norm_groups, key=nn.subkey(key, f"attn[{j}]"))
                           for j in range(n_blocks)) if attention else ()
         self.downsample = _Resample(c_out, up=False, key=nn.subkey(key, "downsample")) if resample == "down" else None
         self.upsample = _Resample(c_out, up=True, key=nn.subkey(key, "upsample")) if resample == "up" else None
@@ -217,9 +221,9 @@ class Mid(nn.Module):
     block_2: ResnetBlock
 
     def __init__(self, channels: int, *, config: VQGANConfig, key: jax.Array):
-        kw = dict(dropout=config.dropout, eps=config.norm_eps)
+        kw = dict(dropout=config.dropout, eps=config.norm_eps, groups=config.norm_groups)
         self.block_1 = ResnetBlock(channels, channels, **kw, key=nn.subkey(key, "block_1"))
-        self.attn_1 = AttnBlock(channels, eps=config.norm_eps, key=nn.subkey(key, "attn_1"))
+        self.attn_1 = AttnBlock(channels, eps=config.norm_eps, groups=config.norm_groups, key=nn.subkey(key, "attn_1"))
         self.block_2 = ResnetBlock(channels, channels, **kw, key=nn.subkey(key, "block_2"))
 
     def __call__(self, h: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
@@ -248,7 +252,7 @@ class Encoder(nn.Module):
         self.down = tuple(levels)
         top = c.ch * c.ch_mult[-1]
         self.mid = Mid(top, config=c, key=nn.subkey(key, "mid"))
-        self.norm_out = _norm(top, c.norm_eps)
+        self.norm_out = _norm(top, c.norm_eps, c.norm_groups)
         self.conv_out = nn.Conv(top, c.z_channels, (3, 3), padding=1, key=nn.subkey(key, "conv_out"))
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
@@ -282,7 +286,7 @@ class Decoder(nn.Module):
                               resample="up" if i else None, config=c, key=nn.subkey(key, f"up[{i}]"))
             c_in, side = c_out, side * 2 if i else side
         self.up = tuple(levels[i] for i in range(len(c.ch_mult)))
-        self.norm_out = _norm(c_in, c.norm_eps)
+        self.norm_out = _norm(c_in, c.norm_eps, c.norm_groups)
         self.conv_out = nn.Conv(c_in, c.out_channels, (3, 3), padding=1, key=nn.subkey(key, "conv_out"))
 
     def __call__(self, z: jax.Array, *, key: jax.Array | None = None) -> jax.Array:

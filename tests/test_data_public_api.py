@@ -16,7 +16,7 @@ PUBLIC = {
     # record format
     "encode_example", "decode_example",
     # transforms
-    "DecodeImage", "decode_image", "Resize", "RandomCrop", "RandomFlip", "Normalize", "OneHot",
+    "DecodeImage", "decode_image", "Resize", "CenterPad", "RandomCrop", "RandomFlip", "Normalize", "OneHot",
     "ByteTokenize", "Tokenize", "EncodeText", "count_truncated", "Pack", "apply_transforms", "stack_examples",
     # loaders, global batches, checkpoints
     "train_loader", "eval_loader", "Loader", "LoaderIterator", "global_batch", "batch_sharding",
@@ -26,7 +26,7 @@ PUBLIC = {
     # errors
     "DataError", "CorruptRecordError",
     # experiment config sections: the kind table and its builders
-    "DATASETS", "DatasetEntry", "DataConfig", "DataInfo", "MnistData", "ImageFolderData", "TextData", "TextClassificationData",
+    "DATASETS", "DatasetEntry", "DataConfig", "DataInfo", "MnistData", "CaptionedMnistData", "CaptionTokenizer", "ImageFolderData", "TextData", "TextClassificationData",
     "PreparedData", "build_data", "data_info",
 }
 

@@ -19,7 +19,8 @@ MODELS_PUBLIC = [
     "GPT2Config", "GPT2", "LlamaConfig", "Llama", "RopeScalingConfig", "MistralConfig", "Qwen2Config",
     "Qwen3Config", "Gemma3Config", "Gemma3", "BertConfig", "Bert", "mean_pool",
     "BartConfig", "Bart", "generate_seq2seq", "DalleBartConfig", "DalleBart", "VQGANConfig", "VQGAN",
-    "generate", "generate_stream", "sample_logits", "hf", "hf_config", "hf_io",
+    "generate", "generate_stream", "sample_logits", "generate_images", "sample_image_codes", "GeneratedImages",
+    "image_grid", "check_pair", "hf", "hf_config", "hf_io",
 ]
 SUBMODULES = sorted(f"baobab.models.{m.name}" for m in pkgutil.iter_modules(models.__path__))
 
@@ -83,6 +84,7 @@ def test_default_configs_are_the_reference_sizes():
         "qwen3": 596_049_920,  # Qwen3-0.6B, tied, q/k norms
         "gemma3": 999_885_952,  # Gemma 3 1B, tied
         "bert": 109_482_240,  # bert-base-uncased with the pooler
+        "bart": 406_291_456,  # facebook/bart-large (final_logits_bias is state, not a parameter)
         "vit": 86_567_656,  # ViT-B/16, 1000 classes
         "dalle_bart": 437_833_712,  # DALL·E Mini as released (DalleBartConfig.mini(); mega: 2_587_521_024)
     }
