@@ -98,6 +98,21 @@ def test_states_and_logits_match_transformers(ref, folder):
     assert not np.allclose(unmasked[1], logits[1], atol=1e-3)
 
 
+def test_scaled_embeddings_and_tanh_gelu_match_transformers(tmp_path):
+    options = {**HF_CONFIG, "encoder_layers": 1, "decoder_layers": 1, "scale_embedding": True,
+               "activation_function": "gelu_new"}
+    torch.manual_seed(1)
+    other = transformers.BartForConditionalGeneration(transformers.BartConfig(**options)).eval()
+    other.save_pretrained(tmp_path, safe_serialization=True)
+    model = _import(tmp_path)
+    assert model.config.scale_embedding and model.config.activation == "gelu_tanh"
+    ids, mask, dec = _batch(seed=7)
+    with torch.no_grad():
+        want = other(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                     decoder_input_ids=torch.tensor(dec)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(forward(model, ids, mask, dec)), want, atol=ATOL, rtol=ATOL)
+
+
 def test_greedy_tokens_match_transformers(ref, folder):
     model = _import(folder)
     ids, mask, _ = _batch(seed=1)
