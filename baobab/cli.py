@@ -162,15 +162,30 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from baobab.commands import generate_text
+    from baobab.config import ConfigError
     from baobab.runs import load_run
+
+    config = load_run(args.run, args.overrides)
+    if config.task == "text_to_image":
+        from baobab.images_from_text import generate_grid
+
+        out = generate_grid(config, args.prompt, args.out or "grid.png", num_images=args.num_images, seed=args.seed,
+                            temperature=1.0 if args.temperature is None else args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, condition_scale=args.condition_scale)
+        print(f"wrote {out} ({args.num_images} images for {args.prompt!r})")
+        return 0
+    image_only = [flag for flag, value in (("--out", args.out), ("--num-images", args.num_images != 16),
+                                           ("--condition-scale", args.condition_scale != 1.0)) if value]
+    if image_only:
+        raise ConfigError(f"{', '.join(image_only)} only apply to text-to-image runs; {args.run} is a "
+                          f"task={config.task} run")
 
     def show(text: str) -> None:
         print(text, end="", flush=True)
 
     show(args.prompt)
-    generate_text(load_run(args.run, args.overrides), args.prompt, args.steps, temperature=args.temperature,
-                  top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=tuple(args.stop), eos_id=args.eos_id,
-                  on_text=show)
+    generate_text(config, args.prompt, args.steps, temperature=args.temperature or 0.0, top_k=args.top_k,
+                  top_p=args.top_p, seed=args.seed, stop=tuple(args.stop), eos_id=args.eos_id, on_text=show)
     print()
     return 0
 
@@ -212,22 +227,30 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
                          "trainable_params, total_params, ...) and nothing else on stdout")
     pl.set_defaults(func=_plan)
 
-    gen = sub.add_parser("generate", help="sample text from a trained language-model run", formatter_class=fmt,
+    gen = sub.add_parser("generate", help="sample text from a language-model run, or images from a text-to-image "
+                                          "run", formatter_class=fmt,
                          epilog='examples:\n  baobab generate runs/gpt_bytes --prompt "def " --steps 200\n'
                                 '  baobab generate runs/gpt_bytes --prompt "import" --temperature 0.8 --top-p 0.9\n'
                                 '  baobab generate runs/char_lm --prompt "- Issue " --steps 400 --stop $\'\\n\\n\'\n'
-                                'Tokens are printed as they are made.\n')
-    gen.add_argument("run", help="a run directory of a gpt2/llama run")
+                                '  baobab generate runs/dalle_mnist --prompt "a handwritten seven" --num-images 16 '
+                                '--out grid.png --condition-scale 3\n'
+                                'Tokens are printed as they are made; images are written as one PNG grid.\n')
+    gen.add_argument("run", help="a run directory of a gpt2/llama run, or of a text_to_image (DalleBart) run")
     gen.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
     gen.add_argument("--prompt", required=True, help="text to continue")
     gen.add_argument("--steps", type=int, default=100, help="new tokens (default 100)")
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
+    gen.add_argument("--temperature", type=float, default=None,
+                     help="0 is greedy (the default for text; images default to 1)")
     gen.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
     gen.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed")
     gen.add_argument("--stop", action="append", default=[], metavar="TEXT",
                      help="stop before this text (repeatable), e.g. --stop $'\\n\\n'")
     gen.add_argument("--eos-id", type=int, default=None, help="stop at this token id (the tokenizer's end of text)")
+    gen.add_argument("--num-images", type=int, default=16, help="text-to-image: images to sample (default 16)")
+    gen.add_argument("--out", default=None, help="text-to-image: the PNG grid to write (default grid.png)")
+    gen.add_argument("--condition-scale", type=float, default=1.0,
+                     help="text-to-image: super-conditioning, uncond + scale * (cond - uncond); 1 is unguided")
     gen.set_defaults(func=_generate)
 
     plot = sub.add_parser("plot", help="PNG curves of runs' metrics.jsonl", formatter_class=fmt,

@@ -95,8 +95,9 @@ def generate_text(config: ExperimentConfig, prompt: str, steps: int, *, temperat
     ``eos_id`` or at the first of the ``stop`` strings, which is not included.
     """
     if "language_model" not in getattr(type(config.model), "tasks", ()):
-        raise ConfigError(f"model.kind = {config.model.kind!r} is not a language model; generate needs a run "
-                          f"with task=language_model")
+        raise ConfigError(f"model.kind = {config.model.kind!r} is not a language model (a task={config.task} "
+                          f"run); generate needs a run with task=language_model (text) or task=text_to_image "
+                          f"(images)")
     tokenizer = getattr(config.data, "tokenizer", "bytes")
     if tokenizer == "bytes":
         ids = list(prompt.encode("utf-8"))

@@ -45,7 +45,12 @@ def _import(src: str | Path, **overrides: Any):
     try:
         model_config = hf_io.source_config(hf_io.open_source(src), **overrides)
         _check_tokenizer(Path(src), model_config)
-        task = getattr(type(model_config), "tasks", ("classification",))[0]
+        tasks = getattr(type(model_config), "tasks", ("classification",))
+        if not tasks:
+            raise ConfigError(f"{src}: a {model_config.kind!r} model runs no baobab task yet, so it cannot become a "
+                              f"run directory; import it in Python with baobab.models.hf_io.import_hf({str(src)!r}) "
+                              f"(and export with hf_io.export_hf).")
+        task = tasks[0]
         config = ExperimentConfig(task=task, model=model_config, trainer=TrainerConfig(steps=1))
         mesh = make_mesh(config)
         model, report = hf_io.import_hf(src, mesh=mesh, rules=rules(config), **overrides)

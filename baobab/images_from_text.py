@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from baobab import models
+from baobab import models, nn
 from baobab.data import CaptionTokenizer
 from baobab.data._captions import caption
 from baobab.errors import ConfigError
@@ -68,6 +68,8 @@ def generate_grid(config: ExperimentConfig, prompt: str, out: str | Path, *, num
 
     if not prompt.strip():
         raise ConfigError("--prompt is empty; describe the image, e.g. --prompt \"a handwritten seven\"")
+    if num_images < 1:
+        raise ConfigError(f"--num-images {num_images}: give at least 1")
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out {out} must name a .png file")
@@ -96,6 +98,7 @@ def digit_accuracy(config: ExperimentConfig, classifier: ExperimentConfig, phras
     """
     t2i = load_text_to_image(config)
     net, _ = restore_model(classifier)
+    net = nn.eval_mode(net)  # dropout off, BatchNorm on its running statistics
     side = classifier.data.pad_to or 28 if classifier.data.kind == "mnist" else None
     if side is None:
         raise ConfigError(f"the classifier run {classifier.trainer.workdir} has data.kind = {classifier.data.kind!r}; "

@@ -86,19 +86,24 @@ def _guided(logits: jax.Array, condition_scale: float) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("num_images", "temperature", "top_k", "top_p", "condition_scale",
-                                             "start_token"))
+                                             "start_token", "guide"))
 def sample_image_codes(dalle: Any, text_ids: jax.Array, text_mask: jax.Array, *, key: jax.Array,
                        num_images: int = 1, temperature: float = 1.0, top_k: int | None = None,
                        top_p: float | None = None, condition_scale: float = 1.0,
                        empty_ids: jax.Array | None = None, empty_mask: jax.Array | None = None,
-                       start_token: int | None = None) -> jax.Array:
+                       start_token: int | None = None, guide: bool = False) -> jax.Array:
     """``(P, S)`` prompts -> ``(P * num_images, image_len)`` int32 codes (rows of a prompt together).
 
-    ``temperature=0`` is greedy. ``condition_scale != 1`` needs ``empty_ids`` /
-    ``empty_mask`` ``(1, S)``: the tokenised empty prompt.
+    ``temperature=0`` is greedy. ``condition_scale != 1`` (or ``guide=True``, which runs
+    the guided computation even at scale 1) needs ``empty_ids`` / ``empty_mask``
+    ``(1, S)``: the tokenised empty prompt.
     """
     config = dalle.config
-    guided = condition_scale != 1.0
+    guided = guide or condition_scale != 1.0
+    if guided and (empty_ids is None or empty_mask is None):
+        raise ValueError(f"condition_scale={condition_scale} guides the sampling with the empty prompt: pass "
+                         f"empty_ids= and empty_mask= (the tokenised empty prompt, shape (1, text_len)), or "
+                         f"condition_scale=1.0 for unguided sampling.")
     ids = jnp.repeat(jnp.asarray(text_ids), num_images, axis=0)  # (B, S)
     mask = jnp.repeat(jnp.asarray(text_mask, bool), num_images, axis=0)
     batch = ids.shape[0]
@@ -139,16 +144,13 @@ def generate_images(dalle: Any, vqgan: Any, text_ids: jax.Array, text_mask: jax.
     if text_ids.ndim != 2 or text_ids.shape != text_mask.shape:
         raise ValueError(f"text_ids and text_mask must both be (prompts, text_len); got {text_ids.shape} and "
                          f"{text_mask.shape}.")
-    if condition_scale != 1.0 and (empty_ids is None or empty_mask is None):
-        raise ValueError(f"condition_scale={condition_scale} guides the sampling with the empty prompt: pass "
-                         f"empty_ids= and empty_mask= (the tokenised empty prompt, shape (1, "
-                         f"{text_ids.shape[1]})), or condition_scale=1.0 for unguided sampling.")
     if num_images < 1:
         raise ValueError(f"num_images must be at least 1, got {num_images}.")
+    guided = condition_scale != 1.0  # at scale 1 the empty prompt changes nothing: skip its half of the batch
     codes = sample_image_codes(dalle, text_ids, text_mask, key=key, num_images=num_images,
                                temperature=float(temperature), top_k=top_k, top_p=top_p,
-                               condition_scale=float(condition_scale), empty_ids=empty_ids,
-                               empty_mask=empty_mask, start_token=start_token)
+                               condition_scale=float(condition_scale), empty_ids=empty_ids if guided else None,
+                               empty_mask=empty_mask if guided else None, start_token=start_token)
     images = jax.jit(lambda v, c: jnp.clip(v.decode_code(c), 0.0, 1.0))(vqgan, codes)
     return GeneratedImages(codes, images)
 

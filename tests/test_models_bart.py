@@ -9,6 +9,8 @@ cached decoding against teacher forcing, 20 greedy tokens, export back to
 transformers, a bit-exact round trip, and config.json errors by name.
 """
 
+import contextlib
+import io
 import json
 
 import jax
@@ -271,3 +273,14 @@ def test_inputs_are_checked_by_name():
         model.init_cache(jnp.zeros((2, 5, 4)), ids > 0, max_len=4)
     with pytest.raises(ValueError, match="decoder_start_token_id=30 is not below vocab_size=20"):
         BartConfig(vocab_size=20, decoder_start_token_id=30)
+
+
+def test_baobab_import_hf_refuses_a_model_no_task_runs_with_a_named_error(folder, tmp_path):
+    from baobab import cli
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(["import", "hf", str(folder), str(tmp_path / "run")])
+    assert code == 2, err.getvalue()
+    assert "a 'bart' model runs no baobab task yet" in err.getvalue() and "hf_io.import_hf" in err.getvalue()
+    assert not (tmp_path / "run").exists()  # nothing written
