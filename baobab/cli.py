@@ -77,9 +77,26 @@ def _data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_encode_images(args: argparse.Namespace) -> int:
+    from baobab import data
+    from baobab.images_from_text import encode_images
+
+    out = encode_images(args.run, args.out)
+    counts = {name: split["num_examples"] for name, split in data.read_metadata(out)["splits"].items()}
+    print(f"wrote {out}: splits {counts} of image_codes + label; train a text-to-image run on it with "
+          f"data.codes={out}")
+    return 0
+
+
 def _add_data_parser(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="data tools: `baobab data prepare ...`")
-    prepare = data.add_subparsers(dest="data_command", metavar="TOOL", required=True).add_parser(
+    data = sub.add_parser("data", help="data tools: `baobab data prepare ...`, `baobab data encode-images RUN`")
+    tools = data.add_subparsers(dest="data_command", metavar="TOOL", required=True)
+    encode = tools.add_parser("encode-images", help="a VQGAN run's training digits as its codes (a prepared "
+                                                    "folder for data.kind=captioned_mnist)")
+    encode.add_argument("run", help="a trained VQGAN run (configs/vqgan_mnist.py)")
+    encode.add_argument("--out", default=None, help="output folder (default RUN/mnist_codes)")
+    encode.set_defaults(func=_data_encode_images)
+    prepare = tools.add_parser(
         "prepare", help="convert an image folder, text files or a .npz into ArrayRecord shards + metadata.json")
     prepare.add_argument("kind", choices=["images", "text", "arrays"],
                          help="images: ROOT/<class>/*.png|jpg; text: one or more UTF-8 files; arrays: a .npz")

@@ -1,11 +1,14 @@
-"""Text-to-image runs: a DalleBart run, the VQGAN run its data names, and the caption tokenizer.
+"""Text-to-image runs: images to VQGAN codes, a DalleBart run with its VQGAN, and the caption tokenizer.
 
-``baobab generate RUN --prompt "..." --num-images 16 --out grid.png`` on a
-``task=text_to_image`` run is ``generate_grid(load_run(RUN), ...)``. The DalleBart run's
-``data.vqgan_run`` names the VQGAN that made its image tokens; both are read
-read-only, newest checkpoint first. ``digit_accuracy`` is the measure of
-``configs/dalle_mnist.py``: images generated from captions of each digit, classified
-by a trained MNIST classifier run.
+* ``baobab data encode-images VQGAN_RUN`` is ``encode_images``: the digits of the VQGAN
+  run's data, as its codes, in a prepared folder (``VQGAN_RUN/mnist_codes``) that
+  ``data.CaptionedMnistData(codes=...)`` reads. The folder's metadata names the run.
+* ``baobab generate RUN --prompt "..." --num-images 16 --out grid.png`` on a
+  ``task=text_to_image`` run is ``generate_grid(load_run(RUN), ...)``: the DalleBart of
+  RUN samples codes, and the VQGAN run its codes came from decodes them. Both runs are
+  read read-only, newest checkpoint first.
+* ``digit_accuracy`` is the measure of ``configs/dalle_mnist.py``: images generated from
+  captions of each digit, classified by a trained MNIST classifier run.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from baobab import data as bdata
 from baobab import models, nn
 from baobab.data import CaptionTokenizer
 from baobab.data._captions import caption
@@ -25,7 +29,42 @@ from baobab.errors import ConfigError
 from baobab.experiment import ExperimentConfig
 from baobab.runs import load_run, restore_model
 
-__all__ = ["TextToImage", "load_text_to_image", "generate_grid", "digit_accuracy"]
+__all__ = ["encode_images", "TextToImage", "load_text_to_image", "generate_grid", "digit_accuracy"]
+
+CODES_FOLDER = "mnist_codes"  # default output of encode_images, inside the VQGAN run
+
+
+def encode_images(vqgan_run: str | Path, out: str | Path | None = None, *, batch_size: int = 500) -> Path:
+    """Encode the train and test digits of a VQGAN run's MNIST data into a prepared folder of codes.
+
+    Each row is ``{"image_codes": (h*w,) int32, "label": () int32}``; the digits are padded
+    and scaled as the VQGAN's training data was. ``info`` records ``n_embed``,
+    ``latent_size`` and the run's absolute path (``vqgan_run``).
+    """
+    config = load_run(vqgan_run)
+    if config.model.kind != "vqgan":
+        raise ConfigError(f"{vqgan_run} is a {config.model.kind!r} run, not a VQGAN run: give a run of "
+                          f"configs/vqgan_mnist.py (or another model.kind=vqgan run)")
+    if config.data.kind != "mnist":
+        raise NotImplementedError(f"encode-images reads the VQGAN run's data, and only data.kind = 'mnist' is "
+                                  f"supported so far (this run has {config.data.kind!r})")
+    out = Path(out) if out is not None else Path(config.trainer.workdir) / CODES_FOLDER
+    model, _ = restore_model(config)
+    model = nn.eval_mode(model)
+    side = config.model.resolution
+    encode = jax.jit(lambda m, x: m.quantize.codes(m.encode(x)))
+    pad, norm = bdata.CenterPad((side, side)), bdata.Normalize()
+    info = {"n_embed": config.model.n_embed, "latent_size": config.model.latent_size,
+            "vqgan_run": str(Path(config.trainer.workdir).resolve()), "source": "embedded MNIST"}
+    for split in ("train", "test"):
+        source = bdata.mnist(split)
+        images = np.stack([norm(pad(source[i]))["image"] for i in range(len(source))])  # (N, side, side, 1)
+        codes = np.concatenate([np.asarray(encode(model, images[i:i + batch_size]))
+                                for i in range(0, len(images), batch_size)])
+        rows = ({"image_codes": codes[i].astype(np.int32), "label": np.int32(source[i]["label"])}
+                for i in range(len(source)))
+        bdata.write_split(out, split, rows, num_examples=len(source), info=info)
+    return out
 
 
 @dataclass(frozen=True)
@@ -54,8 +93,13 @@ def load_text_to_image(config: ExperimentConfig) -> TextToImage:
         raise ConfigError(f"{config.trainer.workdir} is a task={config.task} run; image generation needs a "
                           f"task=text_to_image run (e.g. configs/dalle_mnist.py)")
     dalle, _ = restore_model(config)
-    vqgan_config = load_run(config.data.vqgan_run)
-    vqgan, _ = restore_model(vqgan_config)
+    run = bdata.read_metadata(config.data.codes)["info"].get("vqgan_run")
+    if not run or not Path(run).is_dir():
+        raise ConfigError(f"data.codes = {config.data.codes!r} names the VQGAN run {run!r}, which is not there: "
+                          f"generation decodes with it. Put the run back, or re-encode with `baobab data "
+                          f"encode-images VQGAN_RUN --out {config.data.codes}`")
+    vqgan, _ = restore_model(load_run(run))
+    dalle, vqgan = nn.eval_mode(dalle), nn.eval_mode(vqgan)
     models.check_pair(dalle, vqgan)
     return TextToImage(dalle, vqgan, CaptionTokenizer.from_templates(config.data.phrasings), config.data.text_len)
 

@@ -2,8 +2,10 @@
 
 Command:   baobab train configs/vqgan_mnist.py
 Hardware:  2-core x86_64 CPU, no GPU (this repository's CI machine)
-Wall time: (measuring)
-Metric:    (measuring)
+Wall time: 9 min 47 s for 1,500 steps, compile and evals included (load average ~5 from other jobs)
+Metric:    eval MSE 0.0021 (PSNR 27.2 dB) on the 1,000 test digits, pixels in [0, 1];
+           codebook: 101 of the 128 codes appear in the test digits' codes (perplexity 81.8),
+           75 % of them in each training batch of 32 (train/codes_used)
 
 The objective is a VQ-VAE's (task ``image_autoencoder``): pixel MSE plus the
 quantiser's codebook and commitment terms, on images in [0, 1]. Its codes feed

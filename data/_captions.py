@@ -30,7 +30,7 @@ import numpy as np
 
 from ._errors import DataError
 
-__all__ = ["DIGIT_WORDS", "caption", "CaptionTokenizer", "CaptionedCodes"]
+__all__ = ["DIGIT_WORDS", "caption", "CaptionTokenizer", "CaptionedCodes", "read_codes"]
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
@@ -113,30 +113,21 @@ class CaptionedCodes:
         return f"CaptionedCodes({len(self.codes)} images x {len(self.templates)} phrasings)"
 
 
-def mnist_codes(vqgan_run: str, split: str, *, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray, int]:
-    """The embedded MNIST ``split`` through a trained VQGAN run: ``(codes (N, h*w), labels (N,), n_embed)``.
 
-    The digits are padded to the VQGAN's resolution and scaled to [0, 1], as its
-    training data was (``MnistData(pad_to=...)``).
+def read_codes(folder: str, split: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A folder made by ``baobab data encode-images``: ``(codes (N, h*w) int32, labels (N,), info)``.
+
+    ``info`` holds ``n_embed`` (the codebook size), ``latent_size`` and ``vqgan_run``.
     """
-    import jax
+    from ._metadata import read_metadata
+    from ._prepared import load_prepared
 
-    from baobab import runs  # a run reader: imported here, since baobab.runs imports baobab.data
-
-    from ._image import CenterPad, Normalize
-    from ._mnist import mnist
-
-    config = runs.load_run(vqgan_run)
-    if config.model.kind != "vqgan":
-        raise DataError(f"data.vqgan_run = {vqgan_run!r} is a {config.model.kind!r} run, not a VQGAN run: point it at "
-                        f"a finished `baobab train configs/vqgan_mnist.py` run directory.")
-    model, _ = runs.restore_model(config)
-    side = config.model.resolution
-    source = mnist(split)
-    pad, norm = CenterPad((side, side)), Normalize()
-    images = np.stack([norm(pad(source[i]))["image"] for i in range(len(source))])  # (N, side, side, 1)
-    labels = np.array([source[i]["label"] for i in range(len(source))], np.int32)
-    encode = jax.jit(lambda m, x: m.quantize.codes(m.encode(x)))
-    codes = np.concatenate([np.asarray(encode(model, images[i:i + batch_size]))
-                            for i in range(0, len(images), batch_size)])
-    return codes.astype(np.int32).reshape(len(images), -1), labels, config.model.n_embed
+    info = read_metadata(folder).get("info", {})
+    missing = [k for k in ("n_embed", "vqgan_run") if k not in info]
+    if missing:
+        raise DataError(f"{folder}: its metadata.json has no {', '.join(missing)} in 'info': this is not a folder "
+                        f"of image codes. Make one with `baobab data encode-images VQGAN_RUN --out {folder}`.")
+    rows = load_prepared(folder, split)
+    codes = np.stack([np.asarray(rows[i]["image_codes"], np.int32) for i in range(len(rows))])
+    labels = np.array([rows[i]["label"] for i in range(len(rows))], np.int32)
+    return codes, labels, info

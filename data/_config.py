@@ -23,10 +23,11 @@ from jax.sharding import Mesh
 
 from baobab.config import Config, ConfigError, kind_field
 
-from ._captions import CaptionedCodes, CaptionTokenizer, mnist_codes
+from ._captions import CaptionedCodes, CaptionTokenizer, read_codes
 from ._image import CenterPad, Normalize, RandomCrop, RandomFlip, Resize
 from ._image_folder import ImageFolderSource, image_folder
 from ._loader import Loader, eval_loader, train_loader
+from ._errors import DataError
 from ._metadata import read_metadata
 from ._mnist import mnist
 from ._prepared import load_prepared
@@ -64,6 +65,7 @@ HELD_OUT_PHRASINGS = ("number {word}, written by hand", "a picture of a handwrit
 class CaptionedMnistData(Config):
     """Embedded MNIST digits as VQGAN codes, each with captions built from its label (text-to-image).
 
+    The codes come from ``baobab data encode-images VQGAN_RUN`` (``data.codes``).
     Training pairs each of the 4,000 training digits with each of ``phrasings``; eval
     pairs the 1,000 test digits with each of ``held_out_phrasings``, which training never
     sees. ``{word}`` is the digit's name (seven), ``{digit}`` its numeral (7). The captions'
@@ -72,8 +74,9 @@ class CaptionedMnistData(Config):
 
     kind: Literal["captioned_mnist"] = "captioned_mnist"
     tasks: ClassVar[tuple[str, ...]] = ("text_to_image",)  # the baobab.tasks it can feed
-    vqgan_run: str = pydantic.Field(description="a trained VQGAN run directory (configs/vqgan_mnist.py) whose codes "
-                                                "are the image tokens")
+    codes: str = pydantic.Field(
+        "runs/vqgan_mnist/mnist_codes", description="the digits' VQGAN codes: a folder made by `baobab data "
+        "encode-images VQGAN_RUN` (it names the VQGAN run, which decodes generated codes)")
     phrasings: tuple[str, ...] = pydantic.Field(TRAIN_PHRASINGS, min_length=1,
                                                 description="caption templates used for training")
     held_out_phrasings: tuple[str, ...] = pydantic.Field(
@@ -157,12 +160,19 @@ class TextClassificationData(Config):
 class PreparedData(Config):
     """A folder written by ``baobab data prepare`` (ArrayRecord shards + metadata.json).
 
+    Its features say the task: ``image`` (+ ``label``) is classification, ``tokens``
+    language modelling, and pre-encoded text-to-image rows (what DALL·E Mini trained on)
+    are ``text_ids`` ``(S,)`` int, ``text_mask`` ``(S,)`` bool (True = token) and
+    ``image_codes`` ``(N,)`` int (VQGAN codes), with ``vocab_size`` (the captions') and
+    ``image_vocab_size`` (the VQGAN codebook) in the metadata's ``info``:
+    ``data.write_split(out, "train", rows, info={"vocab_size": 50272, "image_vocab_size": 16384})``.
     ``skip_corrupt``: training skips (and logs, and counts) records that fail their
     checksum instead of stopping at the first; an eval pass still needs every record.
     """
 
     kind: Literal["prepared"] = "prepared"
-    tasks: ClassVar[tuple[str, ...]] = ("classification", "language_model")  # the baobab.tasks it can feed  # by its features: images or tokens
+    # the baobab.tasks it can feed, by its features: images, tokens or caption ids + image codes
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "language_model", "text_to_image")
     path: str
     train_split: str = "train"
     eval_split: Optional[str] = "test"
@@ -206,8 +216,9 @@ def _mnist(cfg: MnistData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> B
 
 def _captioned_mnist(cfg: CaptionedMnistData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
     tokenizer = CaptionTokenizer.from_templates(cfg.phrasings)
-    train_codes, train_labels, n_embed = mnist_codes(cfg.vqgan_run, "train")
-    test_codes, test_labels, _ = mnist_codes(cfg.vqgan_run, "test")
+    train_codes, train_labels, info = read_codes(cfg.codes, "train")
+    test_codes, test_labels, _ = read_codes(cfg.codes, "test")
+    n_embed = info["n_embed"]
     train_rows = CaptionedCodes(train_codes, train_labels, cfg.phrasings, tokenizer, text_len=cfg.text_len)
     eval_rows = CaptionedCodes(test_codes, test_labels, cfg.held_out_phrasings, tokenizer, text_len=cfg.text_len)
     log.info("data: %s for training, %s held out", train_rows, eval_rows)
@@ -284,20 +295,47 @@ def _text_classification(cfg: TextClassificationData, mesh: Mesh, rules: Mapping
                                                 class_names=tuple(str(c) for c in classes))
 
 
+_TEXT_TO_IMAGE = ("text_ids", "text_mask", "image_codes")  # the features of pre-encoded text-to-image rows
+
+
+def _meta_info(meta: Mapping[str, Any], path: str) -> DataInfo:
+    """The ``DataInfo`` a prepared folder's ``metadata.json`` describes (no record is read)."""
+    features = meta.get("features", {})
+    extra = {**meta.get("info", {}), **meta}  # vocab_size etc.: under "info" (write_split) or top level
+    if "image" in features:
+        shape = tuple(features["image"].get("shape", ())) or None
+        classes = extra.get("classes") or ()  # prepare images: info.classes
+        num_classes = extra.get("num_classes") or len(classes) or None
+        names = tuple(str(c) for c in classes) or None
+        return DataInfo("classification", num_classes=num_classes, image_shape=shape, class_names=names)
+    if any(k in features for k in _TEXT_TO_IMAGE):
+        shapes = {k: tuple(features.get(k, {}).get("shape") or ()) for k in _TEXT_TO_IMAGE}
+        vocab = {k: extra.get(k) for k in ("vocab_size", "image_vocab_size")}
+        bad = [k for k, s in shapes.items() if len(s) != 1 or s[0] is None]
+        if bad or shapes["text_ids"] != shapes["text_mask"] or None in vocab.values():
+            raise DataError(
+                f"{path}: text-to-image rows need features text_ids (S,), text_mask (S,) and image_codes (N,) of "
+                f"fixed length and info vocab_size and image_vocab_size; metadata.json has shapes {shapes} and "
+                f"{vocab}. Re-prepare with data.write_split(out, split, rows, info={{'vocab_size': ..., "
+                f"'image_vocab_size': ...}}) and rows of equal length.")
+        return DataInfo("text_to_image", vocab_size=vocab["vocab_size"], seq_len=shapes["text_ids"][0],
+                        image_vocab_size=vocab["image_vocab_size"], image_len=shapes["image_codes"][0])
+    return DataInfo("language_model", vocab_size=extra.get("vocab_size"))
+
+
+def _prepared_info(cfg: PreparedData) -> DataInfo | None:
+    """From ``metadata.json`` alone, where it tells every shape (images, text-to-image rows); None for
+    token rows, whose length only the data tells."""
+    info = _meta_info(read_metadata(cfg.path), cfg.path)
+    complete = info.task == "text_to_image" or (info.image_shape is not None and None not in info.image_shape)
+    return info if complete else None
+
+
 def _prepared(cfg: PreparedData, mesh: Mesh, rules: Mapping[str, Any], seed: int) -> Built:
     meta = read_metadata(cfg.path)
-    features = meta.get("features", {})
+    info = _meta_info(meta, cfg.path)
     source = load_prepared(cfg.path, cfg.train_split, skip_corrupt=cfg.skip_corrupt)
-    if "image" in features:
-        norm = (Normalize(),)
-        shape = tuple(features["image"].get("shape", ())) or None
-        classes = meta.get("classes") or meta.get("info", {}).get("classes") or ()  # prepare images: info.classes
-        num_classes = meta.get("num_classes") or len(classes) or None
-        names = tuple(str(c) for c in classes) or None
-        info = DataInfo("classification", num_classes=num_classes, image_shape=shape, class_names=names)
-    else:
-        norm = ()
-        info = DataInfo("language_model", vocab_size=meta.get("vocab_size"))
+    norm = (Normalize(),) if info.task == "classification" else ()
     train = train_loader(source, batch_size=cfg.batch_size, transforms=norm, seed=seed, mesh=mesh, rules=rules,
                          num_threads=cfg.num_threads)
     test = None
@@ -337,7 +375,7 @@ DATASETS: dict[str, DatasetEntry] = {
     "image_folder": DatasetEntry(ImageFolderData, _image_folder),
     "text": DatasetEntry(TextData, _text, _text_info),
     "text_classification": DatasetEntry(TextClassificationData, _text_classification),
-    "prepared": DatasetEntry(PreparedData, _prepared),
+    "prepared": DatasetEntry(PreparedData, _prepared, _prepared_info),
     "captioned_mnist": DatasetEntry(CaptionedMnistData, _captioned_mnist),
 }
 
