@@ -186,7 +186,7 @@ class PreparedData(Config):
 class DataInfo:
     """What the model and the loss need to know about a dataset."""
 
-    task: str  # "classification" (images), "text_classification" or "language_model"
+    task: str  # "classification" (images), "text_classification", "language_model" or "text_to_image"
     num_classes: int | None = None
     vocab_size: int | None = None
     image_shape: tuple[int, ...] | None = None

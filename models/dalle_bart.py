@@ -164,6 +164,8 @@ class DalleBartConfig(Config):
     text_pad_token_id: int = _field(1, "the text padding id (the encoder mask is ids != it)", ge=0)
     scan_layers: bool = _field(False, "store the layers stacked (nn.Stacked) and run them with lax.scan "
                                "[use_scan]")
+    remat: str | None = _field(None, "with scan_layers: recompute each layer in the backward pass; 'full' or a "
+                               "jax.checkpoint_policies name, e.g. 'nothing_saveable' [gradient_checkpointing]")
 
     @pydantic.model_validator(mode="after")
     def _fits(self) -> "DalleBartConfig":
@@ -171,6 +173,9 @@ class DalleBartConfig(Config):
             heads = getattr(self, f"{side}_heads")
             if self.d_model % heads:
                 raise ValueError(f"{side}_heads={heads} does not divide d_model={self.d_model}.")
+        if self.remat is not None and not self.scan_layers:
+            raise ValueError(f"remat={self.remat!r} needs scan_layers=True (it wraps the scanned layer); set "
+                             f"model.scan_layers=True.")
         if self.decoder_start_token_id > self.image_vocab_size:
             raise ValueError(f"decoder_start_token_id={self.decoder_start_token_id} is not a row of the decoder "
                              f"embedding (image_vocab_size + 1 = {self.image_vocab_size + 1} rows).")
@@ -414,9 +419,9 @@ class DalleBartDecoderLayer(nn.Module):
         return self._rest(h, cross), nn.replace(cache, self_attn=self_cache)
 
 
-def _layers(make, n: int, scan: bool, key: jax.Array):
-    if scan:
-        return nn.Stacked(make, n, key=nn.subkey(key, "layers"))
+def _layers(make, n: int, config: DalleBartConfig, key: jax.Array):
+    if config.scan_layers:
+        return nn.Stacked(make, n, key=nn.subkey(key, "layers"), remat=config.remat)
     return tuple(make(nn.subkey(key, f"layers[{i}]")) for i in range(n))
 
 
@@ -439,7 +444,7 @@ class DalleBartEncoder(nn.Module):
                                             axes=(None, "embed"), weight_init=init)
         self.layernorm_embedding = _norm(config, D, scaled=True)
         self.layers = _layers(lambda k: DalleBartEncoderLayer(config, key=k), config.encoder_layers,
-                              config.scan_layers, key)
+                              config, key)
         self.final_ln = _norm(config, D, scaled=False) if config.use_final_ln_encoder else None
 
     def __call__(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
@@ -467,7 +472,7 @@ class DalleBartDecoder(nn.Module):
                                             axes=(None, "embed"), weight_init=init)
         self.layernorm_embedding = _norm(config, D, scaled=True)
         self.layers = _layers(lambda k: DalleBartDecoderLayer(config, key=k), config.decoder_layers,
-                              config.scan_layers, key)
+                              config, key)
         self.final_ln = _norm(config, D, scaled=False) if config.use_final_ln_decoder else None
 
     def _embed(self, ids: jax.Array, positions: jax.Array) -> jax.Array:
