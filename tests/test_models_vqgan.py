@@ -364,7 +364,7 @@ def test_bad_inputs_and_configs_are_named():
         model.quantize(jnp.ones((1, 8, 8, 5)))
     with pytest.raises(ValueError, match=r"resolution=18 must be divisible by 2\*\*\(len\(ch_mult\) - 1\) = 4"):
         VQGANConfig(resolution=18, ch_mult=(1, 2, 2))
-    with pytest.raises(ValueError, match=r"\[48\].*multiples of 32"):
+    with pytest.raises(ValueError, match=r"\[48\].*multiples of norm_groups=32"):
         VQGANConfig(ch=48, ch_mult=(2, 1))
     with pytest.raises(ValueError, match="n_embed"):
         VQGANConfig(n_embed=0)
