@@ -143,10 +143,10 @@ def digit_accuracy(config: ExperimentConfig, classifier: ExperimentConfig, phras
     t2i = load_text_to_image(config)
     net, _ = restore_model(classifier)
     net = nn.eval_mode(net)  # dropout off, BatchNorm on its running statistics
-    side = classifier.data.pad_to or 28 if classifier.data.kind == "mnist" else None
-    if side is None:
+    if classifier.data.kind != "mnist":
         raise ConfigError(f"the classifier run {classifier.trainer.workdir} has data.kind = {classifier.data.kind!r}; "
                           f"digit_accuracy needs an MNIST classifier run (configs/mnist_cnn.py)")
+    side = classifier.data.pad_to or 28  # the classifier's input size
     classify = jax.jit(lambda m, x: jnp.argmax(m(x), axis=-1))
     correct = np.zeros(10)
     for digit in range(10):

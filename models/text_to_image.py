@@ -101,7 +101,7 @@ def sample_image_codes(dalle: Any, text_ids: jax.Array, text_mask: jax.Array, *,
     config = dalle.config
     guided = guide or condition_scale != 1.0
     if guided and (empty_ids is None or empty_mask is None):
-        raise ValueError(f"condition_scale={condition_scale} guides the sampling with the empty prompt: pass "
+        raise ConfigError(f"condition_scale={condition_scale} guides the sampling with the empty prompt: pass "
                          f"empty_ids= and empty_mask= (the tokenised empty prompt, shape (1, text_len)), or "
                          f"condition_scale=1.0 for unguided sampling.")
     ids = jnp.repeat(jnp.asarray(text_ids), num_images, axis=0)  # (B, S)
@@ -142,10 +142,14 @@ def generate_images(dalle: Any, vqgan: Any, text_ids: jax.Array, text_mask: jax.
     check_pair(dalle, vqgan)
     text_ids, text_mask = jnp.asarray(text_ids), jnp.asarray(text_mask)
     if text_ids.ndim != 2 or text_ids.shape != text_mask.shape:
-        raise ValueError(f"text_ids and text_mask must both be (prompts, text_len); got {text_ids.shape} and "
-                         f"{text_mask.shape}.")
+        raise ConfigError(f"text_ids and text_mask must both be (prompts, text_len); got {text_ids.shape} and "
+                          f"{text_mask.shape}.")
     if num_images < 1:
-        raise ValueError(f"num_images must be at least 1, got {num_images}.")
+        raise ConfigError(f"num_images must be at least 1, got {num_images}.")
+    codes = dalle.config.image_vocab_size
+    if top_k is not None and not 1 <= top_k <= codes:
+        raise ConfigError(f"top_k={top_k}: sample from between 1 and {codes} codes (the VQGAN's codebook), or "
+                          f"top_k=None for all of them.")
     guided = condition_scale != 1.0  # at scale 1 the empty prompt changes nothing: skip its half of the batch
     codes = sample_image_codes(dalle, text_ids, text_mask, key=key, num_images=num_images,
                                temperature=float(temperature), top_k=top_k, top_p=top_p,

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from min_dalle_reference import import_min_dalle
+
 from baobab import nn
 from baobab.errors import CheckpointError, ShapeMismatchError
 from baobab.models import DalleBart, DalleBartConfig, dalle_bart_io
@@ -32,14 +34,9 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def min_dalle_models():
-    """min-dalle's model classes; importing min_dalle turns grad off and sets the thread count globally."""
-    grad, threads = torch.is_grad_enabled(), torch.get_num_threads()
-    try:
-        from min_dalle.models import DalleBartDecoder, DalleBartEncoder
-    finally:
-        torch.set_grad_enabled(grad)
-        torch.set_num_threads(threads)
-    return DalleBartEncoder, DalleBartDecoder
+    """min-dalle's model classes (``min_dalle_reference`` undoes its import's side effects)."""
+    module = import_min_dalle("min_dalle.models")
+    return module.DalleBartEncoder, module.DalleBartDecoder
 
 
 def _bias_only(name: str) -> bool:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from jax.test_util import check_grads
 
+from min_dalle_reference import import_min_dalle
+
 from baobab import nn
 from baobab.errors import CheckpointError, ShapeMismatchError
 from baobab.models import VQGAN, VQGANConfig, build_model, vqgan_io
@@ -20,14 +22,8 @@ SMALL = dict(resolution=16, in_channels=3, out_channels=3, ch=32, ch_mult=(1, 2)
 
 @pytest.fixture(scope="module")
 def min_dalle_vqgan():
-    """min-dalle's detokenizer module; its import turns torch grad off and sets the thread count, so undo both."""
-    threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
-    try:
-        from min_dalle.models import vqgan_detokenizer
-    finally:
-        torch.set_grad_enabled(grad)
-        torch.set_num_threads(threads)
-    return vqgan_detokenizer
+    """min-dalle's detokenizer module (``min_dalle_reference`` undoes its import's side effects)."""
+    return import_min_dalle("min_dalle.models.vqgan_detokenizer")
 
 
 def _build(config, seed=0):
